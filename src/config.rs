@@ -1,0 +1,593 @@
+//! Typed settings: defaults, then an optional TOML file, then
+//! `KOBRA_RELAY_*` environment variables, validated once at load.
+//!
+//! Every value goes through one textual parser whatever its source, so a
+//! setting behaves the same in a file and in the environment, and every
+//! error names the setting to fix. Secrets (API keys, AMQP credentials)
+//! never reach `Debug` output or logs; [`Settings::render_masked`] is the only
+//! way settings are printed.
+
+use secrecy::{ExposeSecret, SecretString};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use crate::auth::{ApiKeys, KeySpecError};
+
+/// Prefix of every environment variable the relay reads.
+pub const ENV_PREFIX: &str = "KOBRA_RELAY_";
+
+/// Every setting, by its upper-case name, with its default (if any).
+const SETTINGS: [(&str, Option<&str>); 15] = [
+    ("LISTEN", Some("0.0.0.0:8080")),
+    ("ADMIN_LISTEN", Some("0.0.0.0:8081")),
+    ("API_KEYS", None),
+    ("API_KEYS_FILE", None),
+    ("AMQP_URL", Some("amqp://guest:guest@127.0.0.1:5672/%2f")),
+    ("TOPOLOGY_PREFIX", Some("kobra")),
+    ("QUEUE_TYPE", Some("quorum")),
+    ("DECLARE_QUEUES", Some("true")),
+    ("DURABILITY", Some("spool")),
+    ("SPOOL_DIR", Some("./data/spool")),
+    ("SPOOL_MAX_BYTES", Some("1 GiB")),
+    ("MAX_BODY_BYTES", Some("1048576")),
+    ("LOG_FORMAT", Some("json")),
+    ("PUBLISH_TIMEOUT", Some("5s")),
+    ("SHUTDOWN_GRACE", Some("10s")),
+];
+
+/// A configuration problem; the message names the setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required setting has no value.
+    #[error("{} is required: {hint}", env_name(setting))]
+    Missing {
+        /// Upper-case setting name.
+        setting: &'static str,
+        /// What to set it to.
+        hint: &'static str,
+    },
+    /// A value that does not parse.
+    #[error("{} has an invalid value ({source_desc}): {reason}", env_name(setting))]
+    Invalid {
+        /// Upper-case setting name.
+        setting: &'static str,
+        /// Where the value came from.
+        source_desc: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// A key in the file or a `KOBRA_RELAY_*` variable that is not a setting.
+    #[error("unknown setting {name} (settings: {})", SETTINGS.map(|(n, _)| n).join(", "))]
+    Unknown {
+        /// The variable or key as written.
+        name: String,
+    },
+    /// The config file cannot be read or is not TOML.
+    #[error("cannot read config file {path}: {reason}")]
+    File {
+        /// The `--config` path.
+        path: PathBuf,
+        /// The I/O or TOML error.
+        reason: String,
+    },
+}
+
+fn env_name(setting: &str) -> String {
+    format!("{ENV_PREFIX}{setting}")
+}
+
+/// When `202` is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After the request is fsynced to the local spool (default).
+    Spool,
+    /// After the broker confirmed both messages; no spool.
+    Confirm,
+}
+
+/// RabbitMQ queue type for declared queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// Replicated Raft queues (default).
+    Quorum,
+    /// Classic queues.
+    Classic,
+}
+
+impl QueueType {
+    /// The `x-queue-type` argument value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Quorum => "quorum",
+            Self::Classic => "classic",
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (default).
+    Json,
+    /// Human-readable, for local runs.
+    Pretty,
+}
+
+/// The validated configuration.
+#[derive(Clone)]
+pub struct Settings {
+    /// Ingress listen address.
+    pub listen: SocketAddr,
+    /// Admin (metrics, probes) listen address.
+    pub admin_listen: SocketAddr,
+    /// Configured API keys (`API_KEYS` plus `API_KEYS_FILE`).
+    pub api_keys: Arc<ApiKeys>,
+    /// The `API_KEYS_FILE`, if any.
+    pub api_keys_file: Option<PathBuf>,
+    /// Broker URLs in failover order.
+    pub amqp_urls: Vec<SecretString>,
+    /// First component of every exchange and queue name.
+    pub topology_prefix: String,
+    /// Type of declared queues.
+    pub queue_type: QueueType,
+    /// Whether queues and bindings are declared (exchanges always are).
+    pub declare_queues: bool,
+    /// When `202` is sent.
+    pub durability: Durability,
+    /// Spool directory.
+    pub spool_dir: PathBuf,
+    /// Spool capacity in bytes of pending entries.
+    pub spool_max_bytes: u64,
+    /// Largest accepted body.
+    pub max_body_bytes: u64,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// How long a confirm may take before the publish counts as failed.
+    pub publish_timeout: Duration,
+    /// How long shutdown keeps draining the spool to the broker.
+    pub shutdown_grace: Duration,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render_masked())
+    }
+}
+
+/// Raw values by setting name, with a description of their source.
+type RawValues = BTreeMap<&'static str, (String, String)>;
+
+impl Settings {
+    /// Loads settings from the process environment and an optional file.
+    ///
+    /// # Errors
+    /// Any missing, unknown or invalid setting; see [`ConfigError`].
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_sources(file, std::env::vars())
+    }
+
+    /// Loads settings from explicit sources (tests pass their own environment).
+    ///
+    /// # Errors
+    /// Any missing, unknown or invalid setting; see [`ConfigError`].
+    pub fn from_sources(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut raw = RawValues::new();
+        for (name, default) in SETTINGS {
+            if let Some(value) = default {
+                raw.insert(name, (value.to_owned(), "default".to_owned()));
+            }
+        }
+        if let Some(path) = file {
+            read_file(path, &mut raw)?;
+        }
+        for (key, value) in env {
+            let Some(name) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let setting = lookup(name).ok_or_else(|| ConfigError::Unknown { name: key.clone() })?;
+            raw.insert(setting, (value, "environment".to_owned()));
+        }
+        Self::from_raw(&raw)
+    }
+
+    fn from_raw(raw: &RawValues) -> Result<Self, ConfigError> {
+        let get = |name: &'static str| raw.get(name).map(|(v, _)| v.as_str());
+        let invalid = |name: &'static str, reason: String| invalid(raw, name, reason);
+
+        let api_keys_file = get("API_KEYS_FILE")
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let api_keys = load_api_keys(get("API_KEYS"), api_keys_file.as_deref()).map_err(
+            |(setting, reason)| invalid(setting, reason),
+        )?;
+        if api_keys.is_empty() {
+            return Err(ConfigError::Missing {
+                setting: "API_KEYS",
+                hint: "set label:key[,label2:key2] (or KOBRA_RELAY_API_KEYS_FILE)",
+            });
+        }
+
+        let topology_prefix = parse_setting(raw, "TOPOLOGY_PREFIX", |s| {
+            let ok = !s.is_empty()
+                && s.len() <= 200
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+            ok.then(|| s.to_owned())
+                .ok_or_else(|| format!("{s:?} must be 1-200 characters of A-Z a-z 0-9 . _ - :"))
+        })?;
+
+        Ok(Self {
+            listen: parse_setting(raw, "LISTEN", parse_addr)?,
+            admin_listen: parse_setting(raw, "ADMIN_LISTEN", parse_addr)?,
+            api_keys: Arc::new(api_keys),
+            api_keys_file,
+            amqp_urls: parse_setting(raw, "AMQP_URL", parse_amqp_urls)?,
+            topology_prefix,
+            queue_type: parse_setting(raw, "QUEUE_TYPE", |s| match s.to_ascii_lowercase().as_str() {
+                "quorum" => Ok(QueueType::Quorum),
+                "classic" => Ok(QueueType::Classic),
+                _ => Err(format!("{s:?} must be quorum or classic")),
+            })?,
+            declare_queues: parse_setting(raw, "DECLARE_QUEUES", parse_bool)?,
+            durability: parse_setting(raw, "DURABILITY", |s| match s.to_ascii_lowercase().as_str() {
+                "spool" => Ok(Durability::Spool),
+                "confirm" => Ok(Durability::Confirm),
+                _ => Err(format!("{s:?} must be spool or confirm")),
+            })?,
+            spool_dir: parse_setting(raw, "SPOOL_DIR", |s| {
+                if s.is_empty() {
+                    Err("must not be empty".into())
+                } else {
+                    Ok(PathBuf::from(s))
+                }
+            })?,
+            spool_max_bytes: parse_setting(raw, "SPOOL_MAX_BYTES", parse_size)?,
+            max_body_bytes: parse_setting(raw, "MAX_BODY_BYTES", parse_size)?,
+            log_format: parse_setting(raw, "LOG_FORMAT", |s| match s.to_ascii_lowercase().as_str() {
+                "json" => Ok(LogFormat::Json),
+                "pretty" => Ok(LogFormat::Pretty),
+                _ => Err(format!("{s:?} must be json or pretty")),
+            })?,
+            publish_timeout: parse_setting(raw, "PUBLISH_TIMEOUT", parse_duration)?,
+            shutdown_grace: parse_setting(raw, "SHUTDOWN_GRACE", parse_duration)?,
+        })
+    }
+
+    /// The effective configuration as TOML, with secrets masked: key labels
+    /// only, and AMQP URLs without their passwords.
+    pub fn render_masked(&self) -> String {
+        let mut out = String::new();
+        let mut line = |name: &str, value: String| {
+            out.push_str(&format!("{} = {}\n", name.to_ascii_lowercase(), value));
+        };
+        let quoted = |s: &str| format!("{s:?}");
+        line("LISTEN", quoted(&self.listen.to_string()));
+        line("ADMIN_LISTEN", quoted(&self.admin_listen.to_string()));
+        let labels: Vec<String> = self.api_keys.labels().map(|l| format!("{l}:***")).collect();
+        line("API_KEYS", quoted(&labels.join(",")));
+        if let Some(path) = &self.api_keys_file {
+            line("API_KEYS_FILE", quoted(&path.display().to_string()));
+        }
+        let urls: Vec<String> = self.amqp_urls.iter().map(|u| mask_url(u.expose_secret())).collect();
+        line("AMQP_URL", quoted(&urls.join(",")));
+        line("TOPOLOGY_PREFIX", quoted(&self.topology_prefix));
+        line("QUEUE_TYPE", quoted(self.queue_type.as_str()));
+        line("DECLARE_QUEUES", self.declare_queues.to_string());
+        let durability = match self.durability {
+            Durability::Spool => "spool",
+            Durability::Confirm => "confirm",
+        };
+        line("DURABILITY", quoted(durability));
+        line("SPOOL_DIR", quoted(&self.spool_dir.display().to_string()));
+        line("SPOOL_MAX_BYTES", self.spool_max_bytes.to_string());
+        line("MAX_BODY_BYTES", self.max_body_bytes.to_string());
+        let format = match self.log_format {
+            LogFormat::Json => "json",
+            LogFormat::Pretty => "pretty",
+        };
+        line("LOG_FORMAT", quoted(format));
+        line("PUBLISH_TIMEOUT", quoted(&format!("{}ms", self.publish_timeout.as_millis())));
+        line("SHUTDOWN_GRACE", quoted(&format!("{}ms", self.shutdown_grace.as_millis())));
+        out
+    }
+}
+
+fn invalid(raw: &RawValues, name: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        setting: name,
+        source_desc: raw.get(name).map(|(_, s)| s.clone()).unwrap_or_default(),
+        reason,
+    }
+}
+
+fn parse_setting<T>(
+    raw: &RawValues,
+    name: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let value = raw.get(name).map(|(v, _)| v.trim()).unwrap_or_default();
+    parse(value).map_err(|reason| invalid(raw, name, reason))
+}
+
+fn lookup(name: &str) -> Option<&'static str> {
+    SETTINGS
+        .iter()
+        .map(|(n, _)| *n)
+        .find(|n| n.eq_ignore_ascii_case(name))
+}
+
+fn read_file(path: &Path, raw: &mut RawValues) -> Result<(), ConfigError> {
+    let file_error = |reason: String| ConfigError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_error(e.message().to_owned()))?;
+    for (key, value) in table {
+        let setting = lookup(&key)
+            .filter(|n| n.to_ascii_lowercase() == key)
+            .ok_or_else(|| ConfigError::Unknown {
+                name: format!("{key} in {}", path.display()),
+            })?;
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        raw.insert(setting, (text, format!("{key} in {}", path.display())));
+    }
+    Ok(())
+}
+
+/// Reads `API_KEYS` and `API_KEYS_FILE` (their union). Errors carry the
+/// setting they belong to.
+pub fn load_api_keys(
+    inline: Option<&str>,
+    file: Option<&Path>,
+) -> Result<ApiKeys, (&'static str, String)> {
+    let mut specs: Vec<String> = inline
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let inline_count = specs.len();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ("API_KEYS_FILE", format!("cannot read {}: {e}", path.display())))?;
+        specs.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    ApiKeys::parse(specs.iter().map(String::as_str)).map_err(|e: KeySpecError| {
+        let setting = match &e {
+            KeySpecError::BadLabel(l)
+            | KeySpecError::DuplicateLabel(l)
+            | KeySpecError::EmptyKey(l)
+            | KeySpecError::BadDigest(l) => {
+                let in_inline = specs[..inline_count].iter().any(|s| s.starts_with(l.as_str()));
+                if in_inline { "API_KEYS" } else { "API_KEYS_FILE" }
+            }
+        };
+        (setting, e.to_string())
+    })
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an address like 0.0.0.0:8080 or [::1]:8080"))
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("{s:?} must be true or false")),
+    }
+}
+
+/// Parses `1048576`, `512KiB`, `64 MiB`, `1GiB` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let err = || format!("{s:?} is not a size like 1048576, 512KiB, 64MiB or 1GiB");
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits_end);
+    let number: u64 = number.parse().map_err(|_| err())?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(err()),
+    };
+    let bytes = number.checked_mul(multiplier).ok_or_else(err)?;
+    if bytes == 0 {
+        return Err(format!("{s:?} must be greater than zero"));
+    }
+    Ok(bytes)
+}
+
+/// Parses `250ms`, `5s`, `2m`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("{s:?} is not a duration like 500ms, 5s or 2m");
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits_end);
+    let number: u64 = number.parse().map_err(|_| err())?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        _ => Err(err()),
+    }
+}
+
+fn parse_amqp_urls(s: &str) -> Result<Vec<SecretString>, String> {
+    let urls: Vec<&str> = s.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    if urls.is_empty() {
+        return Err("at least one amqp:// or amqps:// URL is required".into());
+    }
+    urls.into_iter()
+        .map(|u| {
+            u.parse::<lapin::uri::AMQPUri>()
+                .map(|_| SecretString::from(u.to_owned()))
+                .map_err(|e| format!("{} is not an AMQP URL: {e}", mask_url(u)))
+        })
+        .collect()
+}
+
+/// Replaces the password of a URL with `***`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (format!("{ENV_PREFIX}{k}"), (*v).to_owned()))
+            .collect()
+    }
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_sources(None, env(pairs))
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = load(&[("API_KEYS", "k")]).unwrap();
+        assert_eq!(s.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.admin_listen.to_string(), "0.0.0.0:8081");
+        assert_eq!(s.topology_prefix, "kobra");
+        assert_eq!(s.queue_type, QueueType::Quorum);
+        assert!(s.declare_queues);
+        assert_eq!(s.durability, Durability::Spool);
+        assert_eq!(s.spool_dir, PathBuf::from("./data/spool"));
+        assert_eq!(s.spool_max_bytes, 1 << 30);
+        assert_eq!(s.max_body_bytes, 1_048_576);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.publish_timeout, Duration::from_secs(5));
+        assert_eq!(s.amqp_urls.len(), 1);
+    }
+
+    #[test]
+    fn no_key_is_a_one_line_error_naming_the_setting() {
+        let err = load(&[]).unwrap_err().to_string();
+        assert!(err.contains("KOBRA_RELAY_API_KEYS"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_the_expected_form() {
+        let err = load(&[("API_KEYS", "k"), ("MAX_BODY_BYTES", "lots")]).unwrap_err().to_string();
+        assert!(err.contains("KOBRA_RELAY_MAX_BODY_BYTES"), "{err}");
+        assert!(err.contains("MiB"), "{err}");
+        let err = load(&[("API_KEYS", "k"), ("DURABILITY", "maybe")]).unwrap_err().to_string();
+        assert!(err.contains("KOBRA_RELAY_DURABILITY"), "{err}");
+        let err = load(&[("API_KEYS", "k"), ("AMQP_URL", "http://x")]).unwrap_err().to_string();
+        assert!(err.contains("KOBRA_RELAY_AMQP_URL"), "{err}");
+        let err = load(&[("API_KEYS", "k"), ("LISTEN", "8080")]).unwrap_err().to_string();
+        assert!(err.contains("KOBRA_RELAY_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn unknown_variables_are_refused() {
+        let err = load(&[("API_KEYS", "k"), ("SPOOL_MAX", "1")]).unwrap_err().to_string();
+        assert!(err.contains("KOBRA_RELAY_SPOOL_MAX"), "{err}");
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("1048576"), Ok(1_048_576));
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("64 MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("1 GB").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn environment_overrides_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            "api_keys = [\"a:1\", \"b:2\"]\nmax_body_bytes = \"2 MiB\"\nqueue_type = \"classic\"\n",
+        )
+        .unwrap();
+        let s = Settings::from_sources(Some(&path), env(&[("QUEUE_TYPE", "quorum")])).unwrap();
+        assert_eq!(s.max_body_bytes, 2 << 20);
+        assert_eq!(s.queue_type, QueueType::Quorum);
+        assert_eq!(s.api_keys.labels().collect::<Vec<_>>(), vec!["a", "b"]);
+
+        std::fs::write(&path, "max_body = 1\n").unwrap();
+        let err = Settings::from_sources(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("max_body"), "{err}");
+    }
+
+    #[test]
+    fn keys_file_and_inline_keys_are_combined() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        std::fs::write(&path, "# rotated 2026-11\nnew:s3cret\n\n").unwrap();
+        let file = path.to_str().unwrap();
+        let s = load(&[("API_KEYS", "old:0ld"), ("API_KEYS_FILE", file)]).unwrap();
+        assert_eq!(s.api_keys.labels().collect::<Vec<_>>(), vec!["old", "new"]);
+        let err = load(&[("API_KEYS", "new:x"), ("API_KEYS_FILE", file)]).unwrap_err().to_string();
+        assert!(err.contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn rendering_masks_every_secret() {
+        let s = load(&[
+            ("API_KEYS", "ops:hunter2"),
+            ("AMQP_URL", "amqp://user:pa55@10.0.0.1:5672/%2f,amqps://u:pw@b.example/v"),
+        ])
+        .unwrap();
+        let shown = s.render_masked();
+        assert!(shown.contains("ops:***"), "{shown}");
+        assert!(shown.contains("amqp://user:***@10.0.0.1:5672/%2f"), "{shown}");
+        assert!(shown.contains("amqps://u:***@b.example/v"), "{shown}");
+        for secret in ["hunter2", "pa55", ":pw@"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+            assert!(!format!("{s:?}").contains(secret));
+        }
+        let reparsed: toml::Table = shown.parse().expect("rendered config is TOML");
+        assert_eq!(reparsed["queue_type"].as_str(), Some("quorum"));
+    }
+}

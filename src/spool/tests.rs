@@ -1,0 +1,205 @@
+use super::*;
+use crate::visit::{Kind, Receipt};
+use bytes::Bytes;
+use std::io::{Seek, SeekFrom};
+
+fn envelope(body: &str) -> Envelope {
+    Envelope::new(
+        Receipt {
+            id: uuid::Uuid::now_v7(),
+            received_at: Timestamp::now(),
+            key_label: "test".into(),
+        },
+        Bytes::from(body.to_owned()),
+    )
+}
+
+fn bodies(pending: &[Pending]) -> Vec<String> {
+    pending
+        .iter()
+        .map(|p| String::from_utf8(p.envelope.body.to_vec()).expect("utf-8"))
+        .collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn appended_entries_are_pending_in_order_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("open");
+        assert_eq!(report, RecoveryReport::default());
+        for i in 0..5 {
+            spool.append(envelope(&format!("{{\"n\":{i}}}"))).await.expect("append");
+        }
+        let pending = spool.pending_after(None, 10).expect("pending");
+        assert_eq!(bodies(&pending), (0..5).map(|i| format!("{{\"n\":{i}}}")).collect::<Vec<_>>());
+        assert_eq!(spool.stats().entries, 5);
+    }
+    let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert_eq!(report.pending, 5);
+    let pending = spool.pending_after(None, 10).expect("pending");
+    assert_eq!(bodies(&pending)[4], "{\"n\":4}");
+    assert_eq!(pending[0].envelope.kind, Kind::Visit);
+}
+
+#[tokio::test]
+async fn confirmed_entries_are_not_replayed_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
+        let a = spool.append(envelope("{\"a\":1}")).await.expect("append");
+        spool.append(envelope("{\"b\":2}")).await.expect("append");
+        spool.remove(a);
+        assert_eq!(spool.stats().entries, 1);
+    }
+    let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert_eq!((report.pending, report.acknowledged), (1, 1));
+    assert_eq!(bodies(&spool.pending_after(None, 10).expect("pending")), vec!["{\"b\":2}"]);
+}
+
+#[tokio::test]
+async fn drained_segments_are_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
+        let seq = spool.append(envelope("{}")).await.expect("append");
+        spool.remove(seq);
+    }
+    // The segment of the first run is drained: recovery deletes it and the
+    // second run starts a fresh one.
+    let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert_eq!(report.pending, 0);
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    let seq = spool.append(envelope("{}")).await.expect("append");
+    drop(spool);
+    let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert_eq!(spool.pending_after(None, 1).expect("pending")[0].seq, seq);
+    assert_eq!(segment_files(dir.path()).len(), 2, "the pending one and the new active one");
+    spool.remove(seq);
+    assert_eq!(segment_files(dir.path()).len(), 1, "the drained one is gone at once");
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_skipped_and_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
+        spool.append(envelope("{\"keep\":1}")).await.expect("append");
+        spool.append(envelope("{\"torn\":2}")).await.expect("append");
+    }
+    let segment = segment_files(dir.path()).remove(0);
+    let len = fs::metadata(&segment).expect("meta").len();
+    let file = OpenOptions::new().write(true).open(&segment).expect("open segment");
+    file.set_len(len - 3).expect("truncate");
+
+    let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("reopen after a torn write");
+    assert_eq!(report.pending, 1);
+    assert_eq!(report.damaged.len(), 1);
+    assert_eq!(bodies(&spool.pending_after(None, 10).expect("pending")), vec!["{\"keep\":1}"]);
+}
+
+#[tokio::test]
+async fn corruption_in_the_middle_skips_only_the_damaged_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
+        for body in ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"] {
+            spool.append(envelope(body)).await.expect("append");
+        }
+    }
+    let segment = segment_files(dir.path()).remove(0);
+    let mut bytes = fs::read(&segment).expect("read");
+    let second = bytes.windows(7).position(|w| w == b"{\"b\":2}").expect("second body");
+    bytes[second + 2] = b'X';
+    let mut file = OpenOptions::new().write(true).open(&segment).expect("open");
+    file.seek(SeekFrom::Start(0)).expect("seek");
+    file.write_all(&bytes).expect("write");
+
+    let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert_eq!(report.damaged.len(), 1);
+    assert_eq!(bodies(&spool.pending_after(None, 10).expect("pending")), vec!["{\"a\":1}", "{\"c\":3}"]);
+}
+
+#[tokio::test]
+async fn garbage_files_do_not_stop_the_spool_from_opening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(segment_path(dir.path(), 7), b"\0\0garbage that is not a record").expect("write");
+    let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("open");
+    assert_eq!(report.pending, 0);
+    assert_eq!(report.damaged.len(), 1);
+    let seq = spool.append(envelope("{}")).await.expect("append");
+    assert!(seq >= 1);
+}
+
+#[tokio::test]
+async fn a_full_spool_refuses_without_writing_and_recovers_after_removal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = record::encoded_len(&envelope("{\"n\":0}")) as u64;
+    let (spool, _) = Spool::open(dir.path(), one * 2).expect("open");
+    let a = spool.append(envelope("{\"n\":0}")).await.expect("first fits");
+    spool.append(envelope("{\"n\":1}")).await.expect("second fits");
+    assert!(!spool.has_room_for(one));
+    let err = spool.append(envelope("{\"n\":2}")).await.expect_err("third does not");
+    assert!(matches!(err, SpoolError::Full { .. }), "{err}");
+    assert_eq!(spool.stats().entries, 2);
+
+    spool.remove(a);
+    assert!(spool.has_room_for(one));
+    spool.append(envelope("{\"n\":3}")).await.expect("fits again");
+}
+
+#[tokio::test]
+async fn a_closed_spool_refuses_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
+    spool.close();
+    assert!(matches!(spool.append(envelope("{}")).await, Err(SpoolError::Closed)));
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_spool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
+    assert!(matches!(Spool::open(dir.path(), 1 << 20), Err(SpoolError::Locked(_))));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_appends_share_fsyncs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, _) = Spool::open(dir.path(), 64 << 20).expect("open");
+    let tasks: Vec<_> = (0..500)
+        .map(|i| {
+            let spool = spool.clone();
+            tokio::spawn(async move { spool.append(envelope(&format!("{{\"n\":{i}}}"))).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("join").expect("append");
+    }
+    assert_eq!(spool.stats().entries, 500);
+    assert!(spool.commits() <= 250, "{} commits for 500 appends", spool.commits());
+}
+
+#[tokio::test]
+async fn entries_beyond_the_memory_cache_are_read_back_from_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, _) = Spool::open(dir.path(), 256 << 20).expect("open");
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(1 << 20));
+    for _ in 0..40 {
+        spool.append(envelope(&big)).await.expect("append");
+    }
+    let pending = spool.pending_after(None, 40).expect("pending");
+    assert_eq!(pending.len(), 40);
+    assert!(pending.iter().all(|p| p.envelope.body.len() == big.len()));
+    let last = spool.get(pending[39].seq).expect("get").expect("still pending");
+    assert_eq!(last.envelope.body, pending[39].envelope.body);
+}

@@ -1,0 +1,216 @@
+//! The visit as the relay sees it: an accepted request (`Envelope`) and what
+//! can be derived from it without any I/O.
+//!
+//! This module owns the data model and the pure rules (body classification,
+//! product mapping, normalization). It must not touch the network or the disk,
+//! so every rule here is unit tested directly.
+
+pub mod fields;
+pub mod normalize;
+pub mod product;
+pub mod time;
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use normalize::{NormalizedVisit, Warning, normalize};
+pub use product::Product;
+
+/// Everything the relay knows about one accepted request besides its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// UUID v7 assigned at receipt; the `receiptId` of the 202 and the
+    /// `correlation_id` of both messages.
+    pub id: Uuid,
+    /// When the request was received (UTC).
+    pub received_at: Timestamp,
+    /// Label of the API key that authenticated the request (never the key).
+    pub key_label: String,
+}
+
+/// Why an authenticated body was not relayed as a visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectionReason {
+    /// Valid UTF-8 but not parseable JSON.
+    InvalidJson,
+    /// Valid JSON, but not an object.
+    NotAnObject,
+    /// Not valid UTF-8.
+    InvalidUtf8,
+}
+
+impl RejectionReason {
+    /// Every reason, in a fixed order (for metrics that start at zero).
+    pub const ALL: [RejectionReason; 3] = [Self::InvalidJson, Self::NotAnObject, Self::InvalidUtf8];
+
+    /// The `x-rejection-reason` header value and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::NotAnObject => "not_an_object",
+            Self::InvalidUtf8 => "invalid_utf8",
+        }
+    }
+
+    /// Stable one-byte code used by the spool format.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::InvalidJson => 1,
+            Self::NotAnObject => 2,
+            Self::InvalidUtf8 => 3,
+        }
+    }
+
+    /// Inverse of [`RejectionReason::code`].
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
+/// What kind of message an accepted body becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A JSON object: published raw and normalized.
+    Visit,
+    /// Anything else an authenticated sender sent: kept on the rejected exchange.
+    Rejected(RejectionReason),
+}
+
+/// An accepted request: the unit the spool stores and the publisher delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Receipt metadata.
+    pub receipt: Receipt,
+    /// How the body is relayed.
+    pub kind: Kind,
+    /// SHA-256 of the body; its lowercase hex is the AMQP `message_id`.
+    pub digest: [u8; 32],
+    /// The body exactly as received.
+    pub body: Bytes,
+}
+
+impl Envelope {
+    /// Builds an envelope, classifying and hashing the body once.
+    pub fn new(receipt: Receipt, body: Bytes) -> Self {
+        let kind = classify(&body);
+        let digest = Sha256::digest(&body).into();
+        Self {
+            receipt,
+            kind,
+            digest,
+            body,
+        }
+    }
+
+    /// Lowercase hex SHA-256 of the body: identical for identical bodies, so
+    /// consumers can de-duplicate redeliveries on it.
+    pub fn message_id(&self) -> String {
+        hex::encode(self.digest)
+    }
+}
+
+/// Decides whether a body is a JSON object without building a document.
+///
+/// serde_json's recursion limit keeps deeply nested input from exhausting the
+/// stack; `IgnoredAny` validates without allocating.
+pub fn classify(body: &[u8]) -> Kind {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Kind::Rejected(RejectionReason::InvalidUtf8);
+    };
+    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
+        return Kind::Rejected(RejectionReason::InvalidJson);
+    }
+    if text.trim_start().starts_with('{') {
+        Kind::Visit
+    } else {
+        Kind::Rejected(RejectionReason::NotAnObject)
+    }
+}
+
+/// A human-readable explanation of why a body was rejected, for the 400 body.
+pub fn rejection_detail(body: &[u8]) -> String {
+    match std::str::from_utf8(body) {
+        Err(e) => format!("body is not valid UTF-8: {e}"),
+        Ok(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Err(e) => format!("body is not valid JSON: {e}"),
+            Ok(v) => format!("body must be a JSON object, got {}", json_type_name(&v)),
+        },
+    }
+}
+
+/// The JSON type of a value, as a word for messages.
+pub fn json_type_name(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_accepts_objects_only() {
+        assert_eq!(classify(br#" {"a":1} "#), Kind::Visit);
+        assert_eq!(
+            classify(b"[1,2]"),
+            Kind::Rejected(RejectionReason::NotAnObject)
+        );
+        assert_eq!(
+            classify(b"\"x\""),
+            Kind::Rejected(RejectionReason::NotAnObject)
+        );
+        assert_eq!(
+            classify(br#"{"a":"#),
+            Kind::Rejected(RejectionReason::InvalidJson)
+        );
+        assert_eq!(classify(b""), Kind::Rejected(RejectionReason::InvalidJson));
+        assert_eq!(
+            classify(b"{\"a\":NaN}"),
+            Kind::Rejected(RejectionReason::InvalidJson)
+        );
+        assert_eq!(
+            classify(b"{\"a\":\"\xff\"}"),
+            Kind::Rejected(RejectionReason::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_without_overflowing_the_stack() {
+        let body = "[".repeat(100_000);
+        assert_eq!(
+            classify(body.as_bytes()),
+            Kind::Rejected(RejectionReason::InvalidJson)
+        );
+        assert!(rejection_detail(body.as_bytes()).contains("not valid JSON"));
+    }
+
+    #[test]
+    fn message_id_is_the_hex_sha256_of_the_body() {
+        let receipt = Receipt {
+            id: Uuid::now_v7(),
+            received_at: Timestamp::UNIX_EPOCH,
+            key_label: "default".into(),
+        };
+        let env = Envelope::new(receipt, Bytes::from_static(b"abc"));
+        assert_eq!(
+            env.message_id(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn rejection_reason_codes_round_trip() {
+        for r in RejectionReason::ALL {
+            assert_eq!(RejectionReason::from_code(r.code()), Some(r));
+        }
+        assert_eq!(RejectionReason::from_code(0), None);
+    }
+}

@@ -1,0 +1,606 @@
+//! Raw Finish Visit body -> the typed, versioned document of CONTRACT.md §5.
+//!
+//! Pure and total: any JSON object yields a document. Whatever cannot be read
+//! becomes null plus a warning, so an authenticated visit is never refused for
+//! its content. Top-level fields this module does not know land in `extra`
+//! verbatim, and every checklist answer keeps its `rawValue`, so nothing sent
+//! is lost between the raw and the normalized message.
+
+use serde::Serialize;
+use serde_json::{Map, Number, Value};
+
+use super::fields::{self, Read};
+use super::product::Product;
+use super::time::{self, VisitTime};
+use super::{Envelope, json_type_name};
+
+/// Version of the document layout; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The normalized visit (schema version 1).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NormalizedVisit {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Always `"visit.finished"`.
+    pub event: &'static str,
+    /// Hex SHA-256 of the raw body.
+    pub message_id: String,
+    /// Receipt id (UUID v7).
+    pub receipt_id: String,
+    /// Receipt time, RFC 3339 UTC.
+    pub received_at: String,
+    /// Product id, slug and name.
+    pub product: ProductInfo,
+    /// Visit id as a string.
+    pub visit_id: Option<String>,
+    /// Customer's account id as a string.
+    pub external_id: Option<String>,
+    /// Kind of visit, e.g. "Cobranza".
+    pub visit_type: Option<String>,
+    /// Client's name.
+    pub client: Option<String>,
+    /// Agent's comment.
+    pub comment: Option<String>,
+    /// Label the agent chose (`tagName`).
+    pub tag: Option<String>,
+    /// Why the visit was cancelled.
+    pub cancellation_reason: Option<String>,
+    /// Who made the visit.
+    pub agent: Agent,
+    /// Where, when readable.
+    pub location: Option<Location>,
+    /// Interest on the account.
+    pub interest: Option<Number>,
+    /// The agent moved the geolocation of the original address.
+    pub rebound: Option<bool>,
+    /// The visit is finished.
+    pub finished: Option<bool>,
+    /// The visit was cancelled.
+    pub cancelled: Option<bool>,
+    /// The IANA zone name exactly as sent.
+    pub time_zone: Option<String>,
+    /// Start, RFC 3339 with the zone's offset.
+    pub started_at: Option<String>,
+    /// End, RFC 3339 with the zone's offset.
+    pub ended_at: Option<String>,
+    /// Start as wall-clock time.
+    pub started_at_local: Option<String>,
+    /// End as wall-clock time.
+    pub ended_at_local: Option<String>,
+    /// End minus start, when both parse.
+    pub duration_seconds: Option<i64>,
+    /// Questions and answers, ordered by `order`.
+    pub checklist: Vec<Question>,
+    /// Phones as sent.
+    pub phones: Value,
+    /// Emails as sent.
+    pub emails: Value,
+    /// Every top-level field not listed above, verbatim.
+    pub extra: Map<String, Value>,
+    /// What could not be read, field by field.
+    pub warnings: Vec<Warning>,
+}
+
+/// `product` of the document.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProductInfo {
+    /// Numeric id; null when unknown.
+    pub id: Option<u64>,
+    /// Routing slug.
+    pub slug: String,
+    /// Vendor's name; null outside the vendor's table.
+    pub name: Option<&'static str>,
+}
+
+/// `agent` of the document.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Agent {
+    /// `agentID` as a string.
+    pub id: Option<String>,
+    /// `agent` (the agent's name).
+    pub name: Option<String>,
+}
+
+/// `location` of the document.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Location {
+    /// Latitude in degrees, -90..=90.
+    pub lat: Number,
+    /// Longitude in degrees, -180..=180.
+    pub lng: Number,
+}
+
+/// One checklist question.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Question {
+    /// `questionID`: integer, or a string when not an integer.
+    pub question_id: Value,
+    /// `questionName`.
+    pub question: Option<String>,
+    /// Position; integer, string or null.
+    pub order: Value,
+    /// Answers, ordered by `order`.
+    pub answers: Vec<Answer>,
+}
+
+/// One checklist answer.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Answer {
+    /// `answerID`.
+    pub answer_id: Value,
+    /// `answerTypeID`.
+    pub type_id: Value,
+    /// Answer type name (`text`, `switch`, ... or `unknown`).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `answerName`.
+    pub name: Option<String>,
+    /// Position.
+    pub order: Value,
+    /// The value typed by `type`.
+    pub value: Value,
+    /// The vendor's value, untouched.
+    pub raw_value: Value,
+}
+
+/// A field that could not be read as documented.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Warning {
+    /// The vendor's field (a path inside the checklist).
+    pub field: String,
+    /// What was wrong.
+    pub message: String,
+    /// Bounded metric label: the §5 top-level field it affects.
+    #[serde(skip)]
+    pub metric_field: &'static str,
+}
+
+/// Every value the `field` label of `normalization_warnings_total` can take.
+pub const WARNING_FIELDS: [&str; 21] = [
+    "product",
+    "visitId",
+    "externalId",
+    "visitType",
+    "client",
+    "comment",
+    "tag",
+    "cancellationReason",
+    "agent",
+    "location",
+    "interest",
+    "rebound",
+    "finished",
+    "cancelled",
+    "timeZone",
+    "startedAt",
+    "endedAt",
+    "checklist",
+    "phones",
+    "emails",
+    "extra",
+];
+
+/// Vendor keys this module reads, with the §5 field they feed. The
+/// alternates (`visitId`, `Ing`) are handled separately.
+const KNOWN_KEYS: [(&str, &str); 22] = [
+    ("visitID", "visitId"),
+    ("productID", "product"),
+    ("agentID", "agent"),
+    ("externalID", "externalId"),
+    ("visitType", "visitType"),
+    ("lat", "location"),
+    ("lng", "location"),
+    ("interest", "interest"),
+    ("rebound", "rebound"),
+    ("tagName", "tag"),
+    ("finished", "finished"),
+    ("cancelled", "cancelled"),
+    ("cancellationReason", "cancellationReason"),
+    ("client", "client"),
+    ("agent", "agent"),
+    ("startDate", "startedAt"),
+    ("endDate", "endedAt"),
+    ("comment", "comment"),
+    ("timeZone", "timeZone"),
+    ("checklist", "checklist"),
+    ("phones", "phones"),
+    ("emails", "emails"),
+];
+
+/// The page's spellings, read when the example's spelling is absent.
+const ALTERNATE_KEYS: [(&str, &str); 2] = [("visitId", "visitID"), ("Ing", "lng")];
+
+/// Normalizes an accepted visit. `body` must be the envelope's parsed body;
+/// a non-object yields a document whose fields are all null.
+pub fn normalize(envelope: &Envelope, body: &Value) -> NormalizedVisit {
+    let empty = Map::new();
+    let object = body.as_object().unwrap_or(&empty);
+    let mut reader = Reader::new(object);
+    reader.read(envelope)
+}
+
+/// Parses the envelope's body and normalizes it.
+///
+/// # Errors
+/// The body is not JSON (the ingress only lets JSON objects through as visits).
+pub fn normalize_body(envelope: &Envelope) -> Result<NormalizedVisit, serde_json::Error> {
+    let body: Value = serde_json::from_slice(&envelope.body)?;
+    Ok(normalize(envelope, &body))
+}
+
+/// Reads one object, collecting warnings and the keys left for `extra`.
+struct Reader<'a> {
+    object: &'a Map<String, Value>,
+    warnings: Vec<Warning>,
+    extra: Map<String, Value>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(object: &'a Map<String, Value>) -> Self {
+        Self {
+            object,
+            warnings: Vec::new(),
+            extra: Map::new(),
+        }
+    }
+
+    fn warn(&mut self, field: impl Into<String>, metric_field: &'static str, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            field: field.into(),
+            message: message.into(),
+            metric_field,
+        });
+    }
+
+    /// The spelling of `key` the sender used: the example's when present,
+    /// else the page's. When both are present, the example's spelling wins
+    /// and the other goes to `extra` (see `collect_extra`).
+    fn sent_key(&self, key: &'static str) -> &'static str {
+        if self.object.contains_key(key) {
+            return key;
+        }
+        ALTERNATE_KEYS
+            .iter()
+            .find(|(alternate, canonical)| *canonical == key && self.object.contains_key(*alternate))
+            .map_or(key, |(alternate, _)| *alternate)
+    }
+
+    fn get(&self, key: &'static str) -> Option<&'a Value> {
+        self.object.get(self.sent_key(key))
+    }
+
+    /// Applies a lenient reader to a field, recording a warning on failure.
+    fn field<T>(
+        &mut self,
+        key: &'static str,
+        metric_field: &'static str,
+        read: impl Fn(&Value) -> Read<T>,
+    ) -> Option<T> {
+        let sent_key = self.sent_key(key);
+        let value = self.object.get(sent_key)?;
+        match read(value) {
+            Ok(v) => v,
+            Err(message) => {
+                self.warn(sent_key, metric_field, message);
+                None
+            }
+        }
+    }
+
+    fn read(&mut self, envelope: &Envelope) -> NormalizedVisit {
+        self.collect_extra();
+
+        let (product, product_problem) = Product::from_json(self.get("productID"));
+        if let Some(problem) = product_problem {
+            self.warn("productID", "product", problem);
+        }
+
+        let time_zone = self.field("timeZone", "timeZone", fields::text);
+        let tz = time_zone.as_deref().and_then(time::zone);
+        if let (Some(name), None) = (&time_zone, &tz) {
+            self.warn("timeZone", "timeZone", format!("unknown IANA time zone {name:?}"));
+        }
+        let started = self.visit_time("startDate", "startedAt", tz.as_ref());
+        let ended = self.visit_time("endDate", "endedAt", tz.as_ref());
+        let duration_seconds = match (&started, &ended) {
+            (Some(a), Some(b)) => Some(time::duration_seconds(a, b)),
+            _ => None,
+        };
+
+        NormalizedVisit {
+            schema_version: SCHEMA_VERSION,
+            event: "visit.finished",
+            message_id: envelope.message_id(),
+            receipt_id: envelope.receipt.id.to_string(),
+            received_at: envelope.receipt.received_at.to_string(),
+            product: ProductInfo {
+                id: product.id(),
+                slug: product.slug().into_owned(),
+                name: product.name(),
+            },
+            visit_id: self.field("visitID", "visitId", fields::id_string),
+            external_id: self.field("externalID", "externalId", fields::id_string),
+            visit_type: self.field("visitType", "visitType", fields::text),
+            client: self.field("client", "client", fields::text),
+            comment: self.field("comment", "comment", fields::text),
+            tag: self.field("tagName", "tag", fields::text),
+            cancellation_reason: self.field("cancellationReason", "cancellationReason", fields::text),
+            agent: Agent {
+                id: self.field("agentID", "agent", fields::id_string),
+                name: self.field("agent", "agent", fields::text),
+            },
+            location: self.location(),
+            interest: self.field("interest", "interest", fields::number),
+            rebound: self.field("rebound", "rebound", fields::boolean),
+            finished: self.field("finished", "finished", fields::boolean),
+            cancelled: self.field("cancelled", "cancelled", fields::boolean),
+            time_zone,
+            started_at: started.as_ref().and_then(|t| t.rfc3339.clone()),
+            ended_at: ended.as_ref().and_then(|t| t.rfc3339.clone()),
+            started_at_local: started.as_ref().map(|t| time::format_local(t.local)),
+            ended_at_local: ended.as_ref().map(|t| time::format_local(t.local)),
+            duration_seconds,
+            checklist: self.checklist(),
+            phones: self.get("phones").cloned().unwrap_or(Value::Null),
+            emails: self.get("emails").cloned().unwrap_or(Value::Null),
+            extra: std::mem::take(&mut self.extra),
+            warnings: std::mem::take(&mut self.warnings),
+        }
+    }
+
+    /// Moves unknown keys, and the losing spelling of a duplicated field, to `extra`.
+    fn collect_extra(&mut self) {
+        for (key, value) in self.object {
+            if KNOWN_KEYS.iter().any(|(k, _)| k == key) {
+                continue;
+            }
+            if let Some((alternate, canonical)) = ALTERNATE_KEYS.iter().find(|(a, _)| a == key) {
+                if !self.object.contains_key(*canonical) {
+                    continue;
+                }
+                let metric_field = if *canonical == "lng" { "location" } else { "visitId" };
+                self.warn(
+                    *alternate,
+                    metric_field,
+                    format!("both {alternate:?} and {canonical:?} were sent; {canonical:?} was used"),
+                );
+            }
+            self.extra.insert(key.clone(), value.clone());
+        }
+    }
+
+    fn visit_time(&mut self, key: &'static str, metric_field: &'static str, tz: Option<&jiff::tz::TimeZone>) -> Option<VisitTime> {
+        let raw = self.field(key, metric_field, fields::text)?;
+        match time::visit_time(&raw, tz) {
+            Ok(t) => Some(t),
+            Err(message) => {
+                self.warn(key, metric_field, message);
+                None
+            }
+        }
+    }
+
+    fn location(&mut self) -> Option<Location> {
+        let lat = self.coordinate("lat", 90.0);
+        let lng = self.coordinate("lng", 180.0);
+        Some(Location { lat: lat?, lng: lng? })
+    }
+
+    fn coordinate(&mut self, key: &'static str, limit: f64) -> Option<Number> {
+        let n = self.field(key, "location", fields::number)?;
+        if n.as_f64().is_some_and(|f| f.abs() <= limit) {
+            return Some(n);
+        }
+        let sent_key = self.sent_key(key);
+        self.warn(sent_key, "location", format!("{n} is outside -{limit}..={limit}"));
+        None
+    }
+
+    fn checklist(&mut self) -> Vec<Question> {
+        let items = match self.get("checklist") {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                let message = format!("expected an array, got {}", json_type_name(other));
+                self.warn("checklist", "checklist", message);
+                return Vec::new();
+            }
+        };
+        let mut questions = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let Value::Object(q) = item else {
+                let message = format!("expected an object, got {}", json_type_name(item));
+                self.warn(format!("checklist[{i}]"), "checklist", message);
+                continue;
+            };
+            questions.push(self.question(i, q));
+        }
+        sort_by_order(&mut questions, |q| &q.order);
+        questions
+    }
+
+    fn question(&mut self, index: usize, q: &Map<String, Value>) -> Question {
+        let path = format!("checklist[{index}]");
+        let answers = match q.get("answers") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => {
+                let mut answers = Vec::with_capacity(items.len());
+                for (j, item) in items.iter().enumerate() {
+                    let answer_path = format!("{path}.answers[{j}]");
+                    match item {
+                        Value::Object(a) => answers.push(self.answer(&answer_path, a)),
+                        other => {
+                            let message = format!("expected an object, got {}", json_type_name(other));
+                            self.warn(answer_path, "checklist", message);
+                        }
+                    }
+                }
+                sort_by_order(&mut answers, |a| &a.order);
+                answers
+            }
+            Some(other) => {
+                let message = format!("expected an array, got {}", json_type_name(other));
+                self.warn(format!("{path}.answers"), "checklist", message);
+                Vec::new()
+            }
+        };
+        let question = match q.get("questionName").map(fields::text) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(text))) => Some(text),
+            Some(Err(message)) => {
+                self.warn(format!("{path}.questionName"), "checklist", message);
+                None
+            }
+        };
+        Question {
+            question_id: id_of(q, "questionID"),
+            question,
+            order: id_of(q, "order"),
+            answers,
+        }
+    }
+
+    fn answer(&mut self, path: &str, a: &Map<String, Value>) -> Answer {
+        let type_id = id_of(a, "answerTypeID");
+        let answer_type = AnswerType::from_id(&type_id);
+        let raw_value = a.get("value").cloned().unwrap_or(Value::Null);
+        let value = match answer_type.typed(&raw_value) {
+            Ok(v) => v,
+            Err(message) => {
+                self.warn(format!("{path}.value"), "checklist", message);
+                Value::Null
+            }
+        };
+        let name = match a.get("answerName").map(fields::text) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(text))) => Some(text),
+            Some(Err(message)) => {
+                self.warn(format!("{path}.answerName"), "checklist", message);
+                None
+            }
+        };
+        Answer {
+            answer_id: id_of(a, "answerID"),
+            type_id,
+            kind: answer_type.name(),
+            name,
+            order: id_of(a, "order"),
+            value,
+            raw_value,
+        }
+    }
+}
+
+fn id_of(object: &Map<String, Value>, key: &str) -> Value {
+    object.get(key).map(fields::integer_or_string).unwrap_or(Value::Null)
+}
+
+/// Stable sort by an integer `order`; null and non-integer orders go last.
+fn sort_by_order<T>(items: &mut [T], order: impl Fn(&T) -> &Value) {
+    items.sort_by_key(|item| match order(item).as_i64() {
+        Some(n) => (0, n),
+        None => (1, 0),
+    });
+}
+
+/// The vendor's `answerTypeID` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerType {
+    /// 1
+    Text,
+    /// 2
+    TextArea,
+    /// 3
+    Numeric,
+    /// 4
+    Decimal,
+    /// 5
+    Datepicker,
+    /// 6
+    Checkbox,
+    /// 7
+    Radio,
+    /// 8
+    Switch,
+    /// 9
+    Combo,
+    /// 10
+    Time,
+    /// Anything else.
+    Unknown,
+}
+
+impl AnswerType {
+    fn from_id(id: &Value) -> Self {
+        match id.as_i64() {
+            Some(1) => Self::Text,
+            Some(2) => Self::TextArea,
+            Some(3) => Self::Numeric,
+            Some(4) => Self::Decimal,
+            Some(5) => Self::Datepicker,
+            Some(6) => Self::Checkbox,
+            Some(7) => Self::Radio,
+            Some(8) => Self::Switch,
+            Some(9) => Self::Combo,
+            Some(10) => Self::Time,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The `type` of the document.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::TextArea => "text-area",
+            Self::Numeric => "numeric",
+            Self::Decimal => "decimal",
+            Self::Datepicker => "datepicker",
+            Self::Checkbox => "checkbox",
+            Self::Radio => "radio",
+            Self::Switch => "switch",
+            Self::Combo => "combo",
+            Self::Time => "time",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Types a raw answer value; `Err` carries the warning message.
+    fn typed(self, raw: &Value) -> Result<Value, String> {
+        if raw.is_null() {
+            return Ok(Value::Null);
+        }
+        let unreadable = |what: &str| format!("expected {what}, got {}", fields::describe(raw));
+        let as_text = || match raw {
+            Value::String(s) => Some(s.as_str()),
+            _ => None,
+        };
+        Ok(match self {
+            Self::Text | Self::TextArea | Self::Radio | Self::Combo => {
+                fields::text(raw)?.map(Value::String).unwrap_or(Value::Null)
+            }
+            Self::Numeric => fields::number(raw)?.map(Value::Number).unwrap_or(Value::Null),
+            Self::Decimal => fields::decimal(raw)?.map(Value::String).unwrap_or(Value::Null),
+            Self::Switch => fields::switch_boolean(raw)?.map(Value::Bool).unwrap_or(Value::Null),
+            Self::Checkbox => match fields::switch_boolean(raw) {
+                Ok(b) => b.map(Value::Bool).unwrap_or(Value::Null),
+                Err(_) => fields::text(raw)?.map(Value::String).unwrap_or(Value::Null),
+            },
+            Self::Datepicker => as_text()
+                .and_then(time::checklist_date)
+                .map(Value::String)
+                .ok_or_else(|| unreadable("a date"))?,
+            Self::Time => as_text()
+                .and_then(time::checklist_time)
+                .map(Value::String)
+                .ok_or_else(|| unreadable("a time of day"))?,
+            Self::Unknown => raw.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
