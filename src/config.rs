@@ -207,9 +207,8 @@ impl Settings {
             .map(str::trim)
             .filter(|p| !p.is_empty())
             .map(PathBuf::from);
-        let api_keys = load_api_keys(get("API_KEYS"), api_keys_file.as_deref()).map_err(
-            |(setting, reason)| invalid(setting, reason),
-        )?;
+        let api_keys = load_api_keys(get("API_KEYS"), api_keys_file.as_deref())
+            .map_err(|(setting, reason)| invalid(setting, reason))?;
         if api_keys.is_empty() {
             return Err(ConfigError::Missing {
                 setting: "API_KEYS",
@@ -233,16 +232,20 @@ impl Settings {
             api_keys_file,
             amqp_urls: parse_setting(raw, "AMQP_URL", parse_amqp_urls)?,
             topology_prefix,
-            queue_type: parse_setting(raw, "QUEUE_TYPE", |s| match s.to_ascii_lowercase().as_str() {
-                "quorum" => Ok(QueueType::Quorum),
-                "classic" => Ok(QueueType::Classic),
-                _ => Err(format!("{s:?} must be quorum or classic")),
+            queue_type: parse_setting(raw, "QUEUE_TYPE", |s| {
+                match s.to_ascii_lowercase().as_str() {
+                    "quorum" => Ok(QueueType::Quorum),
+                    "classic" => Ok(QueueType::Classic),
+                    _ => Err(format!("{s:?} must be quorum or classic")),
+                }
             })?,
             declare_queues: parse_setting(raw, "DECLARE_QUEUES", parse_bool)?,
-            durability: parse_setting(raw, "DURABILITY", |s| match s.to_ascii_lowercase().as_str() {
-                "spool" => Ok(Durability::Spool),
-                "confirm" => Ok(Durability::Confirm),
-                _ => Err(format!("{s:?} must be spool or confirm")),
+            durability: parse_setting(raw, "DURABILITY", |s| {
+                match s.to_ascii_lowercase().as_str() {
+                    "spool" => Ok(Durability::Spool),
+                    "confirm" => Ok(Durability::Confirm),
+                    _ => Err(format!("{s:?} must be spool or confirm")),
+                }
             })?,
             spool_dir: parse_setting(raw, "SPOOL_DIR", |s| {
                 if s.is_empty() {
@@ -253,10 +256,12 @@ impl Settings {
             })?,
             spool_max_bytes: parse_setting(raw, "SPOOL_MAX_BYTES", parse_size)?,
             max_body_bytes: parse_setting(raw, "MAX_BODY_BYTES", parse_size)?,
-            log_format: parse_setting(raw, "LOG_FORMAT", |s| match s.to_ascii_lowercase().as_str() {
-                "json" => Ok(LogFormat::Json),
-                "pretty" => Ok(LogFormat::Pretty),
-                _ => Err(format!("{s:?} must be json or pretty")),
+            log_format: parse_setting(raw, "LOG_FORMAT", |s| {
+                match s.to_ascii_lowercase().as_str() {
+                    "json" => Ok(LogFormat::Json),
+                    "pretty" => Ok(LogFormat::Pretty),
+                    _ => Err(format!("{s:?} must be json or pretty")),
+                }
             })?,
             publish_timeout: parse_setting(raw, "PUBLISH_TIMEOUT", parse_duration)?,
             shutdown_grace: parse_setting(raw, "SHUTDOWN_GRACE", parse_duration)?,
@@ -278,7 +283,11 @@ impl Settings {
         if let Some(path) = &self.api_keys_file {
             line("API_KEYS_FILE", quoted(&path.display().to_string()));
         }
-        let urls: Vec<String> = self.amqp_urls.iter().map(|u| mask_url(u.expose_secret())).collect();
+        let urls: Vec<String> = self
+            .amqp_urls
+            .iter()
+            .map(|u| mask_url(u.expose_secret()))
+            .collect();
         line("AMQP_URL", quoted(&urls.join(",")));
         line("TOPOLOGY_PREFIX", quoted(&self.topology_prefix));
         line("QUEUE_TYPE", quoted(self.queue_type.as_str()));
@@ -296,8 +305,14 @@ impl Settings {
             LogFormat::Pretty => "pretty",
         };
         line("LOG_FORMAT", quoted(format));
-        line("PUBLISH_TIMEOUT", quoted(&format!("{}ms", self.publish_timeout.as_millis())));
-        line("SHUTDOWN_GRACE", quoted(&format!("{}ms", self.shutdown_grace.as_millis())));
+        line(
+            "PUBLISH_TIMEOUT",
+            quoted(&format!("{}ms", self.publish_timeout.as_millis())),
+        );
+        line(
+            "SHUTDOWN_GRACE",
+            quoted(&format!("{}ms", self.shutdown_grace.as_millis())),
+        );
         out
     }
 }
@@ -347,7 +362,11 @@ fn read_file(path: &Path, raw: &mut RawValues) -> Result<(), ConfigError> {
             toml::Value::Boolean(b) => b.to_string(),
             toml::Value::Array(items) => items
                 .iter()
-                .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string())
+                })
                 .collect::<Vec<_>>()
                 .join(","),
             other => other.to_string(),
@@ -372,8 +391,12 @@ pub fn load_api_keys(
         .collect();
     let inline_count = specs.len();
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ("API_KEYS_FILE", format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            (
+                "API_KEYS_FILE",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
         specs.extend(
             text.lines()
                 .map(str::trim)
@@ -387,8 +410,14 @@ pub fn load_api_keys(
             | KeySpecError::DuplicateLabel(l)
             | KeySpecError::EmptyKey(l)
             | KeySpecError::BadDigest(l) => {
-                let in_inline = specs[..inline_count].iter().any(|s| s.starts_with(l.as_str()));
-                if in_inline { "API_KEYS" } else { "API_KEYS_FILE" }
+                let in_inline = specs[..inline_count]
+                    .iter()
+                    .any(|s| s.starts_with(l.as_str()));
+                if in_inline {
+                    "API_KEYS"
+                } else {
+                    "API_KEYS_FILE"
+                }
             }
         };
         (setting, e.to_string())
@@ -443,7 +472,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_amqp_urls(s: &str) -> Result<Vec<SecretString>, String> {
-    let urls: Vec<&str> = s.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    let urls: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
     if urls.is_empty() {
         return Err("at least one amqp:// or amqps:// URL is required".into());
     }
@@ -513,20 +546,30 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting_and_the_expected_form() {
-        let err = load(&[("API_KEYS", "k"), ("MAX_BODY_BYTES", "lots")]).unwrap_err().to_string();
+        let err = load(&[("API_KEYS", "k"), ("MAX_BODY_BYTES", "lots")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("KOBRA_RELAY_MAX_BODY_BYTES"), "{err}");
         assert!(err.contains("MiB"), "{err}");
-        let err = load(&[("API_KEYS", "k"), ("DURABILITY", "maybe")]).unwrap_err().to_string();
+        let err = load(&[("API_KEYS", "k"), ("DURABILITY", "maybe")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("KOBRA_RELAY_DURABILITY"), "{err}");
-        let err = load(&[("API_KEYS", "k"), ("AMQP_URL", "http://x")]).unwrap_err().to_string();
+        let err = load(&[("API_KEYS", "k"), ("AMQP_URL", "http://x")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("KOBRA_RELAY_AMQP_URL"), "{err}");
-        let err = load(&[("API_KEYS", "k"), ("LISTEN", "8080")]).unwrap_err().to_string();
+        let err = load(&[("API_KEYS", "k"), ("LISTEN", "8080")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("KOBRA_RELAY_LISTEN"), "{err}");
     }
 
     #[test]
     fn unknown_variables_are_refused() {
-        let err = load(&[("API_KEYS", "k"), ("SPOOL_MAX", "1")]).unwrap_err().to_string();
+        let err = load(&[("API_KEYS", "k"), ("SPOOL_MAX", "1")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("KOBRA_RELAY_SPOOL_MAX"), "{err}");
     }
 
@@ -556,7 +599,9 @@ mod tests {
         assert_eq!(s.api_keys.labels().collect::<Vec<_>>(), vec!["a", "b"]);
 
         std::fs::write(&path, "max_body = 1\n").unwrap();
-        let err = Settings::from_sources(Some(&path), env(&[])).unwrap_err().to_string();
+        let err = Settings::from_sources(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_body"), "{err}");
     }
 
@@ -568,7 +613,9 @@ mod tests {
         let file = path.to_str().unwrap();
         let s = load(&[("API_KEYS", "old:0ld"), ("API_KEYS_FILE", file)]).unwrap();
         assert_eq!(s.api_keys.labels().collect::<Vec<_>>(), vec!["old", "new"]);
-        let err = load(&[("API_KEYS", "new:x"), ("API_KEYS_FILE", file)]).unwrap_err().to_string();
+        let err = load(&[("API_KEYS", "new:x"), ("API_KEYS_FILE", file)])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("twice"), "{err}");
     }
 
@@ -576,12 +623,18 @@ mod tests {
     fn rendering_masks_every_secret() {
         let s = load(&[
             ("API_KEYS", "ops:hunter2"),
-            ("AMQP_URL", "amqp://user:pa55@10.0.0.1:5672/%2f,amqps://u:pw@b.example/v"),
+            (
+                "AMQP_URL",
+                "amqp://user:pa55@10.0.0.1:5672/%2f,amqps://u:pw@b.example/v",
+            ),
         ])
         .unwrap();
         let shown = s.render_masked();
         assert!(shown.contains("ops:***"), "{shown}");
-        assert!(shown.contains("amqp://user:***@10.0.0.1:5672/%2f"), "{shown}");
+        assert!(
+            shown.contains("amqp://user:***@10.0.0.1:5672/%2f"),
+            "{shown}"
+        );
         assert!(shown.contains("amqps://u:***@b.example/v"), "{shown}");
         for secret in ["hunter2", "pa55", ":pw@"] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");

@@ -5,8 +5,19 @@
 //! - [`auth`]: labelled API keys, constant-time comparison.
 //! - [`visit`]: the visit model and pure rules (classification, products, normalization).
 //! - [`spool`]: the durable local queue between the 202 and the broker's confirm.
+//! - [`publisher`]: broker link, topology, messages and confirmed delivery.
+//! - [`metrics`]: every Prometheus metric.
+//! - [`http`]: listeners, routes, ingress and probes (the only hyper user).
+//! - [`startup`]: `App::build` and `App::run_until_stopped`, shared by main and tests.
+//! - [`shutdown`]: the stop signal; [`telemetry`]: the log subscriber.
 
 pub mod auth;
 pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod publisher;
+pub mod shutdown;
 pub mod spool;
+pub mod startup;
+pub mod telemetry;
 pub mod visit;

@@ -101,6 +101,8 @@ pub struct SpoolStats {
     pub bytes: u64,
     /// Receipt time of the oldest pending entry.
     pub oldest: Option<Timestamp>,
+    /// An append was refused for space and nothing has been removed since.
+    pub full: bool,
 }
 
 /// What recovery found at open.
@@ -110,8 +112,17 @@ pub struct RecoveryReport {
     pub pending: u64,
     /// Entries already confirmed in a previous run (skipped).
     pub acknowledged: u64,
+    /// Highest sequence number still pending: entries up to it may have
+    /// reached the broker before the restart.
+    pub last_pending_seq: Option<u64>,
     /// Damaged regions skipped: (segment file, byte offset, bytes skipped).
     pub damaged: Vec<(PathBuf, u64, u64)>,
+}
+
+/// Where a pending entry's bytes are: the memory cache or a segment range.
+enum Located {
+    Memory(Arc<Envelope>),
+    Disk(Arc<File>, u64, u64),
 }
 
 struct EntryMeta {
@@ -144,6 +155,8 @@ struct Shared {
     reserved: AtomicU64,
     appended: Notify,
     closed: AtomicBool,
+    /// Set when an append is refused for space, cleared by the next removal.
+    full: AtomicBool,
     /// Group commits so far (one fdatasync each).
     commits: AtomicU64,
     _lock: File,
@@ -221,6 +234,7 @@ impl Spool {
             reserved: AtomicU64::new(0),
             appended: Notify::new(),
             closed: AtomicBool::new(false),
+            full: AtomicBool::new(false),
             commits: AtomicU64::new(0),
             _lock: lock,
         });
@@ -265,8 +279,12 @@ impl Spool {
             len,
             done,
         };
-        let sent = self.writer.requests.as_ref().map(|tx| tx.send(request));
-        if !matches!(sent, Some(Ok(()))) {
+        let sent = self
+            .writer
+            .requests
+            .as_ref()
+            .is_some_and(|tx| tx.send(request).is_ok());
+        if !sent {
             self.shared.reserved.fetch_sub(len, Ordering::AcqRel);
             return Err(SpoolError::Closed);
         }
@@ -278,6 +296,7 @@ impl Spool {
         let used = self.lock().live_bytes + before;
         if used + len > self.shared.max_bytes {
             self.shared.reserved.fetch_sub(len, Ordering::AcqRel);
+            self.shared.full.store(true, Ordering::Release);
             return Err(SpoolError::Full {
                 used,
                 max: self.shared.max_bytes,
@@ -286,11 +305,16 @@ impl Spool {
         Ok(())
     }
 
-    /// Whether an entry of `len` bytes would fit now (checked before reading
-    /// a body, so a full spool answers 503 without consuming the upload).
+    /// Whether an entry of `len` bytes would fit now. Checked before a body
+    /// is read, so a full spool answers 503 without consuming the upload; a
+    /// refusal marks the spool full (see [`SpoolStats::full`]).
     pub fn has_room_for(&self, len: u64) -> bool {
         let used = self.lock().live_bytes + self.shared.reserved.load(Ordering::Acquire);
-        used + len <= self.shared.max_bytes
+        let fits = used + len <= self.shared.max_bytes;
+        if !fits {
+            self.shared.full.store(true, Ordering::Release);
+        }
+        fits
     }
 
     /// Up to `limit` pending entries with a sequence number above `after`,
@@ -298,29 +322,35 @@ impl Spool {
     ///
     /// # Errors
     /// A segment could not be read.
-    pub fn pending_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<Pending>, SpoolError> {
+    pub fn pending_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Pending>, SpoolError> {
         let start = after.map_or(0, |s| s.saturating_add(1));
-        let wanted: Vec<(u64, Option<Arc<Envelope>>, Option<(Arc<File>, u64, u64)>)> = {
+        let wanted: Vec<(u64, Located)> = {
             let state = self.lock();
             state
                 .entries
                 .range(start..)
                 .take(limit)
-                .map(|(&seq, meta)| match &meta.cached {
-                    Some(env) => (seq, Some(env.clone()), None),
-                    None => {
-                        let file = state.segments.get(&meta.segment).map(|s| s.file.clone());
-                        (seq, None, file.map(|f| (f, meta.offset, meta.len)))
-                    }
+                .filter_map(|(&seq, meta)| {
+                    let located = match &meta.cached {
+                        Some(env) => Located::Memory(env.clone()),
+                        None => {
+                            let file = state.segments.get(&meta.segment)?.file.clone();
+                            Located::Disk(file, meta.offset, meta.len)
+                        }
+                    };
+                    Some((seq, located))
                 })
                 .collect()
         };
         let mut out = Vec::with_capacity(wanted.len());
-        for (seq, cached, location) in wanted {
-            let envelope = match (cached, location) {
-                (Some(env), _) => env,
-                (None, Some((file, offset, len))) => Arc::new(self.read_at(&file, offset, len)?),
-                (None, None) => continue,
+        for (seq, located) in wanted {
+            let envelope = match located {
+                Located::Memory(env) => env,
+                Located::Disk(file, offset, len) => Arc::new(self.read_at(&file, offset, len)?),
             };
             out.push(Pending { seq, envelope });
         }
@@ -343,10 +373,12 @@ impl Spool {
         let path = self.shared.dir.clone();
         file.read_exact_at(&mut buf, offset)
             .map_err(SpoolError::io(&path))?;
-        record::decode(&buf).map(|(_, env, _)| env).map_err(|e| SpoolError::Io {
-            path,
-            source: io::Error::new(io::ErrorKind::InvalidData, e),
-        })
+        record::decode(&buf)
+            .map(|(_, env, _)| env)
+            .map_err(|e| SpoolError::Io {
+                path,
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            })
     }
 
     /// Forgets a confirmed entry. Deletes its segment once nothing in it is
@@ -357,6 +389,7 @@ impl Spool {
             return;
         };
         state.live_bytes -= meta.len;
+        self.shared.full.store(false, Ordering::Release);
         if meta.cached.is_some() {
             state.cached_bytes -= meta.len;
         }
@@ -387,11 +420,16 @@ impl Spool {
     }
 
     fn delete_segment(&self, id: u64) {
-        for path in [segment_path(&self.shared.dir, id), acks_path(&self.shared.dir, id)] {
+        for path in [
+            segment_path(&self.shared.dir, id),
+            acks_path(&self.shared.dir, id),
+        ] {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(error = %e, path = %path.display(), "could not delete a drained spool segment"),
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %path.display(), "could not delete a drained spool segment")
+                }
             }
         }
     }
@@ -403,6 +441,7 @@ impl Spool {
             entries: state.entries.len() as u64,
             bytes: state.live_bytes,
             oldest: state.entries.values().next().map(|m| m.received_at),
+            full: self.shared.full.load(Ordering::Acquire),
         }
     }
 
@@ -428,7 +467,10 @@ impl Spool {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -477,7 +519,10 @@ impl Writer {
             record::encode(first_seq + i as u64, &request.envelope, buf);
         }
         let path = segment_path(&self.shared.dir, self.segment);
-        let written = self.file.write_all(buf).and_then(|()| self.file.sync_data());
+        let written = self
+            .file
+            .write_all(buf)
+            .and_then(|()| self.file.sync_data());
         if let Err(source) = written {
             // The segment may now end in a partial record: continue in a new
             // one so good records never follow damage in the same file.
@@ -510,7 +555,9 @@ impl Writer {
                 },
             );
             state.live_bytes += request.len;
-            self.shared.reserved.fetch_sub(request.len, Ordering::AcqRel);
+            self.shared
+                .reserved
+                .fetch_sub(request.len, Ordering::AcqRel);
             if let Some(segment) = state.segments.get_mut(&self.segment) {
                 segment.live += 1;
             }
@@ -526,7 +573,9 @@ impl Writer {
     fn fail(&self, batch: &mut Vec<WriteRequest>, error: SpoolError) {
         tracing::error!(error = %error, source = ?std::error::Error::source(&error), "spool write failed; requests answered 503");
         for request in batch.drain(..) {
-            self.shared.reserved.fetch_sub(request.len, Ordering::AcqRel);
+            self.shared
+                .reserved
+                .fetch_sub(request.len, Ordering::AcqRel);
             let copy = SpoolError::Io {
                 path: self.shared.dir.clone(),
                 source: io::Error::other(error.to_string()),
@@ -556,7 +605,10 @@ impl Writer {
         }
         drop(state);
         if drained {
-            for path in [segment_path(&self.shared.dir, previous), acks_path(&self.shared.dir, previous)] {
+            for path in [
+                segment_path(&self.shared.dir, previous),
+                acks_path(&self.shared.dir, previous),
+            ] {
                 let _ = fs::remove_file(path);
             }
         }
@@ -661,7 +713,10 @@ fn recover(dir: &Path) -> Result<(State, RecoveryReport, u64, u64), SpoolError> 
             continue;
         }
         let file = File::open(&path).map_err(SpoolError::io(&path))?;
-        let acks = OpenOptions::new().append(true).open(acks_path(dir, id)).ok();
+        let acks = OpenOptions::new()
+            .append(true)
+            .open(acks_path(dir, id))
+            .ok();
         state.segments.insert(
             id,
             Segment {
@@ -672,6 +727,7 @@ fn recover(dir: &Path) -> Result<(State, RecoveryReport, u64, u64), SpoolError> 
         );
     }
     report.pending = state.entries.len() as u64;
+    report.last_pending_seq = state.entries.keys().next_back().copied();
     Ok((state, report, max_seq + 1, next_segment))
 }
 

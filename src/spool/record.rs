@@ -99,7 +99,9 @@ fn le4(b: &[u8]) -> [u8; 4] {
 
 fn decode_payload(p: &[u8]) -> Result<(u64, Envelope), DecodeError> {
     if p.len() < FIXED_PAYLOAD_LEN {
-        return Err(DecodeError::Malformed("payload shorter than its fixed fields"));
+        return Err(DecodeError::Malformed(
+            "payload shorter than its fixed fields",
+        ));
     }
     if p[0] != VERSION {
         return Err(DecodeError::Malformed("unknown record version"));

@@ -38,10 +38,16 @@ async fn appended_entries_are_pending_in_order_and_survive_a_reopen() {
         let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("open");
         assert_eq!(report, RecoveryReport::default());
         for i in 0..5 {
-            spool.append(envelope(&format!("{{\"n\":{i}}}"))).await.expect("append");
+            spool
+                .append(envelope(&format!("{{\"n\":{i}}}")))
+                .await
+                .expect("append");
         }
         let pending = spool.pending_after(None, 10).expect("pending");
-        assert_eq!(bodies(&pending), (0..5).map(|i| format!("{{\"n\":{i}}}")).collect::<Vec<_>>());
+        assert_eq!(
+            bodies(&pending),
+            (0..5).map(|i| format!("{{\"n\":{i}}}")).collect::<Vec<_>>()
+        );
         assert_eq!(spool.stats().entries, 5);
     }
     let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("reopen");
@@ -63,7 +69,10 @@ async fn confirmed_entries_are_not_replayed_after_a_restart() {
     }
     let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("reopen");
     assert_eq!((report.pending, report.acknowledged), (1, 1));
-    assert_eq!(bodies(&spool.pending_after(None, 10).expect("pending")), vec!["{\"b\":2}"]);
+    assert_eq!(
+        bodies(&spool.pending_after(None, 10).expect("pending")),
+        vec!["{\"b\":2}"]
+    );
 }
 
 #[tokio::test]
@@ -83,9 +92,17 @@ async fn drained_segments_are_deleted() {
     drop(spool);
     let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("reopen");
     assert_eq!(spool.pending_after(None, 1).expect("pending")[0].seq, seq);
-    assert_eq!(segment_files(dir.path()).len(), 2, "the pending one and the new active one");
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        2,
+        "the pending one and the new active one"
+    );
     spool.remove(seq);
-    assert_eq!(segment_files(dir.path()).len(), 1, "the drained one is gone at once");
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        1,
+        "the drained one is gone at once"
+    );
 }
 
 #[tokio::test]
@@ -93,18 +110,30 @@ async fn a_torn_tail_is_skipped_and_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
-        spool.append(envelope("{\"keep\":1}")).await.expect("append");
-        spool.append(envelope("{\"torn\":2}")).await.expect("append");
+        spool
+            .append(envelope("{\"keep\":1}"))
+            .await
+            .expect("append");
+        spool
+            .append(envelope("{\"torn\":2}"))
+            .await
+            .expect("append");
     }
     let segment = segment_files(dir.path()).remove(0);
     let len = fs::metadata(&segment).expect("meta").len();
-    let file = OpenOptions::new().write(true).open(&segment).expect("open segment");
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open segment");
     file.set_len(len - 3).expect("truncate");
 
     let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("reopen after a torn write");
     assert_eq!(report.pending, 1);
     assert_eq!(report.damaged.len(), 1);
-    assert_eq!(bodies(&spool.pending_after(None, 10).expect("pending")), vec!["{\"keep\":1}"]);
+    assert_eq!(
+        bodies(&spool.pending_after(None, 10).expect("pending")),
+        vec!["{\"keep\":1}"]
+    );
 }
 
 #[tokio::test]
@@ -118,7 +147,10 @@ async fn corruption_in_the_middle_skips_only_the_damaged_record() {
     }
     let segment = segment_files(dir.path()).remove(0);
     let mut bytes = fs::read(&segment).expect("read");
-    let second = bytes.windows(7).position(|w| w == b"{\"b\":2}").expect("second body");
+    let second = bytes
+        .windows(7)
+        .position(|w| w == b"{\"b\":2}")
+        .expect("second body");
     bytes[second + 2] = b'X';
     let mut file = OpenOptions::new().write(true).open(&segment).expect("open");
     file.seek(SeekFrom::Start(0)).expect("seek");
@@ -126,13 +158,20 @@ async fn corruption_in_the_middle_skips_only_the_damaged_record() {
 
     let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("reopen");
     assert_eq!(report.damaged.len(), 1);
-    assert_eq!(bodies(&spool.pending_after(None, 10).expect("pending")), vec!["{\"a\":1}", "{\"c\":3}"]);
+    assert_eq!(
+        bodies(&spool.pending_after(None, 10).expect("pending")),
+        vec!["{\"a\":1}", "{\"c\":3}"]
+    );
 }
 
 #[tokio::test]
 async fn garbage_files_do_not_stop_the_spool_from_opening() {
     let dir = tempfile::tempdir().expect("tempdir");
-    fs::write(segment_path(dir.path(), 7), b"\0\0garbage that is not a record").expect("write");
+    fs::write(
+        segment_path(dir.path(), 7),
+        b"\0\0garbage that is not a record",
+    )
+    .expect("write");
     let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("open");
     assert_eq!(report.pending, 0);
     assert_eq!(report.damaged.len(), 1);
@@ -145,16 +184,30 @@ async fn a_full_spool_refuses_without_writing_and_recovers_after_removal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let one = record::encoded_len(&envelope("{\"n\":0}")) as u64;
     let (spool, _) = Spool::open(dir.path(), one * 2).expect("open");
-    let a = spool.append(envelope("{\"n\":0}")).await.expect("first fits");
-    spool.append(envelope("{\"n\":1}")).await.expect("second fits");
+    let a = spool
+        .append(envelope("{\"n\":0}"))
+        .await
+        .expect("first fits");
+    spool
+        .append(envelope("{\"n\":1}"))
+        .await
+        .expect("second fits");
     assert!(!spool.has_room_for(one));
-    let err = spool.append(envelope("{\"n\":2}")).await.expect_err("third does not");
+    let err = spool
+        .append(envelope("{\"n\":2}"))
+        .await
+        .expect_err("third does not");
     assert!(matches!(err, SpoolError::Full { .. }), "{err}");
     assert_eq!(spool.stats().entries, 2);
+    assert!(spool.stats().full);
 
     spool.remove(a);
+    assert!(!spool.stats().full);
     assert!(spool.has_room_for(one));
-    spool.append(envelope("{\"n\":3}")).await.expect("fits again");
+    spool
+        .append(envelope("{\"n\":3}"))
+        .await
+        .expect("fits again");
 }
 
 #[tokio::test]
@@ -162,14 +215,20 @@ async fn a_closed_spool_refuses_appends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
     spool.close();
-    assert!(matches!(spool.append(envelope("{}")).await, Err(SpoolError::Closed)));
+    assert!(matches!(
+        spool.append(envelope("{}")).await,
+        Err(SpoolError::Closed)
+    ));
 }
 
 #[tokio::test]
 async fn a_second_process_cannot_open_the_same_spool() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
-    assert!(matches!(Spool::open(dir.path(), 1 << 20), Err(SpoolError::Locked(_))));
+    assert!(matches!(
+        Spool::open(dir.path(), 1 << 20),
+        Err(SpoolError::Locked(_))
+    ));
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -186,7 +245,11 @@ async fn concurrent_appends_share_fsyncs() {
         task.await.expect("join").expect("append");
     }
     assert_eq!(spool.stats().entries, 500);
-    assert!(spool.commits() <= 250, "{} commits for 500 appends", spool.commits());
+    assert!(
+        spool.commits() <= 250,
+        "{} commits for 500 appends",
+        spool.commits()
+    );
 }
 
 #[tokio::test]
@@ -200,6 +263,9 @@ async fn entries_beyond_the_memory_cache_are_read_back_from_disk() {
     let pending = spool.pending_after(None, 40).expect("pending");
     assert_eq!(pending.len(), 40);
     assert!(pending.iter().all(|p| p.envelope.body.len() == big.len()));
-    let last = spool.get(pending[39].seq).expect("get").expect("still pending");
+    let last = spool
+        .get(pending[39].seq)
+        .expect("get")
+        .expect("still pending");
     assert_eq!(last.envelope.body, pending[39].envelope.body);
 }

@@ -162,7 +162,10 @@ mod tests {
     #[test]
     fn ids_keep_their_digits_whether_sent_as_numbers_or_strings() {
         assert_eq!(id_string(&json!(21559)).unwrap().unwrap(), "21559");
-        assert_eq!(id_string(&json!("9A1190V5974")).unwrap().unwrap(), "9A1190V5974");
+        assert_eq!(
+            id_string(&json!("9A1190V5974")).unwrap().unwrap(),
+            "9A1190V5974"
+        );
         let big: Value = serde_json::from_str("123456789012345678901234567890").unwrap();
         assert_eq!(
             id_string(&big).unwrap().unwrap(),
@@ -209,8 +212,17 @@ mod tests {
         assert_eq!(decimal(&json!("-.5")).unwrap().unwrap(), "-0.5");
         assert_eq!(decimal(&json!("+7")).unwrap().unwrap(), "7");
         let exact: Value = serde_json::from_str("0.1000000000000000000001").unwrap();
-        assert_eq!(decimal(&exact).unwrap().unwrap(), "0.1000000000000000000001");
-        for bad in [json!("12a"), json!("1.2.3"), json!("1e3"), json!(""), json!("5.")] {
+        assert_eq!(
+            decimal(&exact).unwrap().unwrap(),
+            "0.1000000000000000000001"
+        );
+        for bad in [
+            json!("12a"),
+            json!("1.2.3"),
+            json!("1e3"),
+            json!(""),
+            json!("5."),
+        ] {
             assert!(decimal(&bad).is_err(), "{bad}");
         }
     }
@@ -218,7 +230,10 @@ mod tests {
     #[test]
     fn numbers_come_from_numbers_or_numeric_strings() {
         assert_eq!(number(&json!("5")).unwrap().unwrap().to_string(), "5");
-        assert_eq!(number(&json!(" -1.25 ")).unwrap().unwrap().to_string(), "-1.25");
+        assert_eq!(
+            number(&json!(" -1.25 ")).unwrap().unwrap().to_string(),
+            "-1.25"
+        );
         assert!(number(&json!("five")).is_err());
         assert!(number(&json!("NaN")).is_err());
         assert!(number(&json!({})).is_err());

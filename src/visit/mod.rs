@@ -94,7 +94,12 @@ pub struct Envelope {
 impl Envelope {
     /// Builds an envelope, classifying and hashing the body once.
     pub fn new(receipt: Receipt, body: Bytes) -> Self {
-        let kind = classify(&body);
+        let kind = inspect(&body).kind;
+        Self::with_kind(receipt, body, kind)
+    }
+
+    /// Builds an envelope for a body already inspected.
+    pub fn with_kind(receipt: Receipt, body: Bytes, kind: Kind) -> Self {
         let digest = Sha256::digest(&body).into();
         Self {
             receipt,
@@ -111,21 +116,68 @@ impl Envelope {
     }
 }
 
-/// Decides whether a body is a JSON object without building a document.
-///
-/// serde_json's recursion limit keeps deeply nested input from exhausting the
-/// stack; `IgnoredAny` validates without allocating.
-pub fn classify(body: &[u8]) -> Kind {
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Kind::Rejected(RejectionReason::InvalidUtf8);
+/// What the ingress learns from a body in one pass: how to relay it, and
+/// the product and visit id for metrics and the request's log span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// Visit or rejection.
+    pub kind: Kind,
+    /// Product, `Unknown` for rejections.
+    pub product: Product,
+    /// Visit id when readable.
+    pub visit_id: Option<String>,
+}
+
+/// The few fields the ingress needs; everything else is validated and
+/// skipped without allocating.
+#[derive(serde::Deserialize)]
+struct Probe {
+    #[serde(rename = "productID")]
+    product_id: Option<serde_json::Value>,
+    #[serde(rename = "visitID")]
+    visit_id: Option<serde_json::Value>,
+    #[serde(rename = "visitId")]
+    visit_id_alt: Option<serde_json::Value>,
+}
+
+/// Classifies a body and reads its product and visit id, parsing it once
+/// on the common path. serde_json's recursion limit keeps deeply nested
+/// input from exhausting the stack.
+pub fn inspect(body: &[u8]) -> Inspection {
+    let rejected = |reason| Inspection {
+        kind: Kind::Rejected(reason),
+        product: Product::Unknown,
+        visit_id: None,
     };
-    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
-        return Kind::Rejected(RejectionReason::InvalidJson);
+    let Ok(text) = std::str::from_utf8(body) else {
+        return rejected(RejectionReason::InvalidUtf8);
+    };
+    let probe = match serde_json::from_str::<Probe>(text) {
+        Ok(probe) => probe,
+        // Not an object, not JSON, or a duplicated probe key: decide with a
+        // full parse (rare).
+        Err(_) => match serde_json::from_str::<serde_json::Value>(text) {
+            Err(_) => return rejected(RejectionReason::InvalidJson),
+            Ok(serde_json::Value::Object(map)) => Probe {
+                product_id: map.get("productID").cloned(),
+                visit_id: map.get("visitID").cloned(),
+                visit_id_alt: map.get("visitId").cloned(),
+            },
+            Ok(_) => return rejected(RejectionReason::NotAnObject),
+        },
+    };
+    if !text.trim_start().starts_with('{') {
+        // A struct also deserializes from a JSON array; only objects are visits.
+        return rejected(RejectionReason::NotAnObject);
     }
-    if text.trim_start().starts_with('{') {
-        Kind::Visit
-    } else {
-        Kind::Rejected(RejectionReason::NotAnObject)
+    let visit_id = probe
+        .visit_id
+        .or(probe.visit_id_alt)
+        .and_then(|v| fields::id_string(&v).ok().flatten());
+    Inspection {
+        kind: Kind::Visit,
+        product: Product::from_json(probe.product_id.as_ref()).0,
+        visit_id,
     }
 }
 
@@ -155,6 +207,29 @@ pub fn json_type_name(v: &serde_json::Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn classify(body: &[u8]) -> Kind {
+        inspect(body).kind
+    }
+
+    #[test]
+    fn inspection_reads_product_and_visit_id() {
+        let i = inspect(br#"{"visitId": 77, "productID": "3", "x": [1, {"y": null}]}"#);
+        assert_eq!(i.kind, Kind::Visit);
+        assert_eq!(i.product, Product::BusinessValidation);
+        assert_eq!(i.visit_id.as_deref(), Some("77"));
+        let dup = inspect(br#"{"productID": 1, "productID": 2}"#);
+        assert_eq!(
+            dup.kind,
+            Kind::Visit,
+            "duplicate keys are still a JSON object"
+        );
+        assert_eq!(
+            dup.product,
+            Product::AddressValidation,
+            "the last one wins, as in normalization"
+        );
+    }
 
     #[test]
     fn classify_accepts_objects_only() {

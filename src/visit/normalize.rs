@@ -248,7 +248,12 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn warn(&mut self, field: impl Into<String>, metric_field: &'static str, message: impl Into<String>) {
+    fn warn(
+        &mut self,
+        field: impl Into<String>,
+        metric_field: &'static str,
+        message: impl Into<String>,
+    ) {
         self.warnings.push(Warning {
             field: field.into(),
             message: message.into(),
@@ -265,7 +270,9 @@ impl<'a> Reader<'a> {
         }
         ALTERNATE_KEYS
             .iter()
-            .find(|(alternate, canonical)| *canonical == key && self.object.contains_key(*alternate))
+            .find(|(alternate, canonical)| {
+                *canonical == key && self.object.contains_key(*alternate)
+            })
             .map_or(key, |(alternate, _)| *alternate)
     }
 
@@ -302,7 +309,11 @@ impl<'a> Reader<'a> {
         let time_zone = self.field("timeZone", "timeZone", fields::text);
         let tz = time_zone.as_deref().and_then(time::zone);
         if let (Some(name), None) = (&time_zone, &tz) {
-            self.warn("timeZone", "timeZone", format!("unknown IANA time zone {name:?}"));
+            self.warn(
+                "timeZone",
+                "timeZone",
+                format!("unknown IANA time zone {name:?}"),
+            );
         }
         let started = self.visit_time("startDate", "startedAt", tz.as_ref());
         let ended = self.visit_time("endDate", "endedAt", tz.as_ref());
@@ -328,7 +339,11 @@ impl<'a> Reader<'a> {
             client: self.field("client", "client", fields::text),
             comment: self.field("comment", "comment", fields::text),
             tag: self.field("tagName", "tag", fields::text),
-            cancellation_reason: self.field("cancellationReason", "cancellationReason", fields::text),
+            cancellation_reason: self.field(
+                "cancellationReason",
+                "cancellationReason",
+                fields::text,
+            ),
             agent: Agent {
                 id: self.field("agentID", "agent", fields::id_string),
                 name: self.field("agent", "agent", fields::text),
@@ -362,18 +377,29 @@ impl<'a> Reader<'a> {
                 if !self.object.contains_key(*canonical) {
                     continue;
                 }
-                let metric_field = if *canonical == "lng" { "location" } else { "visitId" };
+                let metric_field = if *canonical == "lng" {
+                    "location"
+                } else {
+                    "visitId"
+                };
                 self.warn(
                     *alternate,
                     metric_field,
-                    format!("both {alternate:?} and {canonical:?} were sent; {canonical:?} was used"),
+                    format!(
+                        "both {alternate:?} and {canonical:?} were sent; {canonical:?} was used"
+                    ),
                 );
             }
             self.extra.insert(key.clone(), value.clone());
         }
     }
 
-    fn visit_time(&mut self, key: &'static str, metric_field: &'static str, tz: Option<&jiff::tz::TimeZone>) -> Option<VisitTime> {
+    fn visit_time(
+        &mut self,
+        key: &'static str,
+        metric_field: &'static str,
+        tz: Option<&jiff::tz::TimeZone>,
+    ) -> Option<VisitTime> {
         let raw = self.field(key, metric_field, fields::text)?;
         match time::visit_time(&raw, tz) {
             Ok(t) => Some(t),
@@ -387,7 +413,10 @@ impl<'a> Reader<'a> {
     fn location(&mut self) -> Option<Location> {
         let lat = self.coordinate("lat", 90.0);
         let lng = self.coordinate("lng", 180.0);
-        Some(Location { lat: lat?, lng: lng? })
+        Some(Location {
+            lat: lat?,
+            lng: lng?,
+        })
     }
 
     fn coordinate(&mut self, key: &'static str, limit: f64) -> Option<Number> {
@@ -396,7 +425,11 @@ impl<'a> Reader<'a> {
             return Some(n);
         }
         let sent_key = self.sent_key(key);
-        self.warn(sent_key, "location", format!("{n} is outside -{limit}..={limit}"));
+        self.warn(
+            sent_key,
+            "location",
+            format!("{n} is outside -{limit}..={limit}"),
+        );
         None
     }
 
@@ -434,7 +467,8 @@ impl<'a> Reader<'a> {
                     match item {
                         Value::Object(a) => answers.push(self.answer(&answer_path, a)),
                         other => {
-                            let message = format!("expected an object, got {}", json_type_name(other));
+                            let message =
+                                format!("expected an object, got {}", json_type_name(other));
                             self.warn(answer_path, "checklist", message);
                         }
                     }
@@ -496,7 +530,10 @@ impl<'a> Reader<'a> {
 }
 
 fn id_of(object: &Map<String, Value>, key: &str) -> Value {
-    object.get(key).map(fields::integer_or_string).unwrap_or(Value::Null)
+    object
+        .get(key)
+        .map(fields::integer_or_string)
+        .unwrap_or(Value::Null)
 }
 
 /// Stable sort by an integer `order`; null and non-integer orders go last.
@@ -582,9 +619,15 @@ impl AnswerType {
             Self::Text | Self::TextArea | Self::Radio | Self::Combo => {
                 fields::text(raw)?.map(Value::String).unwrap_or(Value::Null)
             }
-            Self::Numeric => fields::number(raw)?.map(Value::Number).unwrap_or(Value::Null),
-            Self::Decimal => fields::decimal(raw)?.map(Value::String).unwrap_or(Value::Null),
-            Self::Switch => fields::switch_boolean(raw)?.map(Value::Bool).unwrap_or(Value::Null),
+            Self::Numeric => fields::number(raw)?
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+            Self::Decimal => fields::decimal(raw)?
+                .map(Value::String)
+                .unwrap_or(Value::Null),
+            Self::Switch => fields::switch_boolean(raw)?
+                .map(Value::Bool)
+                .unwrap_or(Value::Null),
             Self::Checkbox => match fields::switch_boolean(raw) {
                 Ok(b) => b.map(Value::Bool).unwrap_or(Value::Null),
                 Err(_) => fields::text(raw)?.map(Value::String).unwrap_or(Value::Null),

@@ -126,7 +126,10 @@ mod tests {
 
     #[test]
     fn known_ids_map_to_their_slugs() {
-        assert_eq!(Product::from_json(Some(&json!(1))).0.slug(), "debt_collection");
+        assert_eq!(
+            Product::from_json(Some(&json!(1))).0.slug(),
+            "debt_collection"
+        );
         assert_eq!(
             Product::from_json(Some(&json!(2))).0.slug(),
             "address_validation"

@@ -127,11 +127,13 @@ pub fn checklist_time(raw: &str) -> Option<String> {
         [h, m, s] => (*h, *m, s.split('.').next().unwrap_or(s)),
         _ => return None,
     };
-    let two_digits = |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
+    let two_digits =
+        |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
     if !(two_digits(h) && m.len() == 2 && two_digits(m) && two_digits(s)) {
         return None;
     }
-    let (mut hour, minute, second): (u8, u8, u8) = (h.parse().ok()?, m.parse().ok()?, s.parse().ok()?);
+    let (mut hour, minute, second): (u8, u8, u8) =
+        (h.parse().ok()?, m.parse().ok()?, s.parse().ok()?);
     if let Some(pm) = meridiem {
         if !(1..=12).contains(&hour) {
             return None;
@@ -157,30 +159,57 @@ mod tests {
 
     #[test]
     fn los_angeles_uses_daylight_time_in_summer_and_standard_time_in_winter() {
-        assert_eq!(at("2020-03-17 13:56:49", "America/Los_Angeles"), "2020-03-17T13:56:49-07:00");
-        assert_eq!(at("2020-01-17 13:56:49", "America/Los_Angeles"), "2020-01-17T13:56:49-08:00");
-        assert_eq!(at("2020-07-04 08:00:00", "America/Los_Angeles"), "2020-07-04T08:00:00-07:00");
+        assert_eq!(
+            at("2020-03-17 13:56:49", "America/Los_Angeles"),
+            "2020-03-17T13:56:49-07:00"
+        );
+        assert_eq!(
+            at("2020-01-17 13:56:49", "America/Los_Angeles"),
+            "2020-01-17T13:56:49-08:00"
+        );
+        assert_eq!(
+            at("2020-07-04 08:00:00", "America/Los_Angeles"),
+            "2020-07-04T08:00:00-07:00"
+        );
     }
 
     #[test]
     fn mexico_city_dropped_daylight_time_in_2022() {
         // Summer 2021 still observed DST (-05:00); summer 2023 no longer does.
-        assert_eq!(at("2021-07-01 12:00:00", "America/Mexico_City"), "2021-07-01T12:00:00-05:00");
-        assert_eq!(at("2023-07-01 12:00:00", "America/Mexico_City"), "2023-07-01T12:00:00-06:00");
-        assert_eq!(at("2021-12-01 12:00:00", "America/Mexico_City"), "2021-12-01T12:00:00-06:00");
+        assert_eq!(
+            at("2021-07-01 12:00:00", "America/Mexico_City"),
+            "2021-07-01T12:00:00-05:00"
+        );
+        assert_eq!(
+            at("2023-07-01 12:00:00", "America/Mexico_City"),
+            "2023-07-01T12:00:00-06:00"
+        );
+        assert_eq!(
+            at("2021-12-01 12:00:00", "America/Mexico_City"),
+            "2021-12-01T12:00:00-06:00"
+        );
     }
 
     #[test]
     fn gaps_resolve_to_the_later_offset_and_folds_to_the_earlier() {
         // 02:30 does not exist on 2020-03-08 in Los Angeles: compatible moves forward.
-        assert_eq!(at("2020-03-08 02:30:00", "America/Los_Angeles"), "2020-03-08T03:30:00-07:00");
+        assert_eq!(
+            at("2020-03-08 02:30:00", "America/Los_Angeles"),
+            "2020-03-08T03:30:00-07:00"
+        );
         // 01:30 happens twice on 2020-11-01: compatible takes the first (PDT).
-        assert_eq!(at("2020-11-01 01:30:00", "America/Los_Angeles"), "2020-11-01T01:30:00-07:00");
+        assert_eq!(
+            at("2020-11-01 01:30:00", "America/Los_Angeles"),
+            "2020-11-01T01:30:00-07:00"
+        );
     }
 
     #[test]
     fn times_with_an_offset_are_shown_in_the_visit_zone() {
-        assert_eq!(at("2020-03-17T20:56:49Z", "America/Los_Angeles"), "2020-03-17T13:56:49-07:00");
+        assert_eq!(
+            at("2020-03-17T20:56:49Z", "America/Los_Angeles"),
+            "2020-03-17T13:56:49-07:00"
+        );
     }
 
     #[test]
@@ -205,7 +234,10 @@ mod tests {
     #[test]
     fn checklist_dates_and_times_are_normalized() {
         assert_eq!(checklist_date("2020-03-17").as_deref(), Some("2020-03-17"));
-        assert_eq!(checklist_date("2020-03-17 10:00:00").as_deref(), Some("2020-03-17"));
+        assert_eq!(
+            checklist_date("2020-03-17 10:00:00").as_deref(),
+            Some("2020-03-17")
+        );
         assert_eq!(checklist_date("17/03/2020").as_deref(), Some("2020-03-17"));
         assert_eq!(checklist_date("2020/3/7").as_deref(), Some("2020-03-07"));
         assert_eq!(checklist_date("2020-02-30"), None);

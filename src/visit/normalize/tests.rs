@@ -123,9 +123,16 @@ fn when_both_spellings_are_sent_the_examples_wins_and_the_other_goes_to_extra() 
 #[test]
 fn unknown_fields_are_kept_verbatim_in_extra() {
     let d = doc(&json!({"productID": 1, "zeta": {"nested": [1, 2]}, "alpha": null}));
-    assert_eq!(d["extra"], json!({"zeta": {"nested": [1, 2]}, "alpha": null}));
     assert_eq!(
-        d["extra"].as_object().expect("object").keys().collect::<Vec<_>>(),
+        d["extra"],
+        json!({"zeta": {"nested": [1, 2]}, "alpha": null})
+    );
+    assert_eq!(
+        d["extra"]
+            .as_object()
+            .expect("object")
+            .keys()
+            .collect::<Vec<_>>(),
         vec!["zeta", "alpha"],
         "extra keeps the sender's key order"
     );
@@ -134,15 +141,25 @@ fn unknown_fields_are_kept_verbatim_in_extra() {
 #[test]
 fn products_outside_the_table_get_an_id_but_no_name() {
     let d = doc(&json!({"productID": 7}));
-    assert_eq!(d["product"], json!({"id": 7, "slug": "product_7", "name": null}));
+    assert_eq!(
+        d["product"],
+        json!({"id": 7, "slug": "product_7", "name": null})
+    );
     assert_eq!(d["warnings"], json!([]));
 }
 
 #[test]
 fn missing_or_bad_products_are_unknown_with_a_warning() {
-    for body in [json!({}), json!({"productID": -3}), json!({"productID": "x"})] {
+    for body in [
+        json!({}),
+        json!({"productID": -3}),
+        json!({"productID": "x"}),
+    ] {
         let d = doc(&body);
-        assert_eq!(d["product"], json!({"id": null, "slug": "unknown", "name": null}));
+        assert_eq!(
+            d["product"],
+            json!({"id": null, "slug": "unknown", "name": null})
+        );
         assert_eq!(warned_fields(&d), vec!["productID"], "{body}");
     }
 }
@@ -174,7 +191,10 @@ fn wrong_scalar_types_become_null_with_a_warning_per_field() {
     assert_eq!(d["startedAt"], Value::Null);
     let mut fields = warned_fields(&d);
     fields.sort();
-    assert_eq!(fields, vec!["client", "interest", "rebound", "startDate", "visitID"]);
+    assert_eq!(
+        fields,
+        vec!["client", "interest", "rebound", "startDate", "visitID"]
+    );
 }
 
 #[test]
@@ -217,9 +237,19 @@ fn every_answer_type_is_typed_as_documented() {
         (8, json!("false"), "switch", json!(false)),
         (8, json!("NO"), "switch", json!(false)),
         (8, json!(1), "switch", json!(true)),
-        (9, json!("Cliente ya pagó"), "combo", json!("Cliente ya pagó")),
+        (
+            9,
+            json!("Cliente ya pagó"),
+            "combo",
+            json!("Cliente ya pagó"),
+        ),
         (10, json!("9:30"), "time", json!("09:30:00")),
-        (77, json!({"any": "thing"}), "unknown", json!({"any": "thing"})),
+        (
+            77,
+            json!({"any": "thing"}),
+            "unknown",
+            json!({"any": "thing"}),
+        ),
     ];
     for (type_id, raw, kind, want) in cases {
         let (answer, warnings) = answer_value(json!(type_id), raw.clone());
@@ -242,7 +272,12 @@ fn decimals_sent_as_json_numbers_keep_their_trailing_zeros() {
 
 #[test]
 fn unreadable_answer_values_become_null_with_a_warning() {
-    for (type_id, raw) in [(3, json!("many")), (5, json!("someday")), (8, json!("maybe")), (10, json!(930))] {
+    for (type_id, raw) in [
+        (3, json!("many")),
+        (5, json!("someday")),
+        (8, json!("maybe")),
+        (10, json!(930)),
+    ] {
         let (answer, warnings) = answer_value(json!(type_id), raw.clone());
         assert_eq!(answer["value"], Value::Null, "{type_id} {raw}");
         assert_eq!(answer["rawValue"], raw);
@@ -316,7 +351,9 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         "[ -~áéíóúñ¿]{0,12}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
@@ -329,10 +366,32 @@ fn arb_json() -> impl Strategy<Value = Value> {
 }
 
 const VENDOR_KEYS: [&str; 26] = [
-    "visitID", "visitId", "productID", "agentID", "externalID", "visitType", "lat", "lng", "Ing",
-    "interest", "rebound", "tagName", "finished", "cancelled", "cancellationReason", "client",
-    "agent", "startDate", "endDate", "comment", "timeZone", "checklist", "phones", "emails",
-    "order", "value",
+    "visitID",
+    "visitId",
+    "productID",
+    "agentID",
+    "externalID",
+    "visitType",
+    "lat",
+    "lng",
+    "Ing",
+    "interest",
+    "rebound",
+    "tagName",
+    "finished",
+    "cancelled",
+    "cancellationReason",
+    "client",
+    "agent",
+    "startDate",
+    "endDate",
+    "comment",
+    "timeZone",
+    "checklist",
+    "phones",
+    "emails",
+    "order",
+    "value",
 ];
 
 fn arb_visit() -> impl Strategy<Value = Map<String, Value>> {
@@ -341,12 +400,19 @@ fn arb_visit() -> impl Strategy<Value = Map<String, Value>> {
         "[a-zA-Z]{1,10}",
     ];
     let answer = prop::collection::btree_map(
-        prop::sample::select(vec!["answerID", "answerTypeID", "answerName", "order", "value"]),
+        prop::sample::select(vec![
+            "answerID",
+            "answerTypeID",
+            "answerName",
+            "order",
+            "value",
+        ]),
         prop_oneof![arb_json(), (0i64..12).prop_map(Value::from)],
         0..5,
     )
     .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()));
-    let question = prop::collection::vec(answer, 0..4).prop_map(|answers| json!({"questionID": 1, "answers": answers}));
+    let question = prop::collection::vec(answer, 0..4)
+        .prop_map(|answers| json!({"questionID": 1, "answers": answers}));
     let checklist = prop::collection::vec(question, 0..4).prop_map(Value::Array);
     (
         prop::collection::btree_map(key, arb_json(), 0..16),

@@ -1,0 +1,95 @@
+//! Admin endpoints: `/metrics`, `/healthz`, `/readyz`.
+
+use hyper::StatusCode;
+use serde::Serialize;
+
+use super::{HttpResponse, response};
+use crate::startup::{AppState, Sink};
+
+/// `GET /healthz`: 200 while the process serves.
+pub fn live() -> HttpResponse {
+    response::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Readiness {
+    ready: bool,
+    shutting_down: bool,
+    broker: Broker,
+    spool: SpoolReport,
+}
+
+#[derive(Serialize)]
+struct Broker {
+    connected: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SpoolReport {
+    entries: u64,
+    bytes: u64,
+    oldest_age_seconds: u64,
+}
+
+/// `GET /readyz`: 200 while requests can be made durable.
+///
+/// In `spool` mode a broker outage alone does not make the relay unready
+/// (the spool absorbs it); a full spool or shutdown does. In `confirm` mode
+/// readiness follows the broker connection.
+pub fn ready(state: &AppState) -> HttpResponse {
+    let connected = state.publisher.link().is_connected();
+    let shutting_down = state.is_shutting_down();
+    let (spool, spool_ok) = match &state.sink {
+        Sink::Spool(spool) => {
+            let stats = spool.stats();
+            let age = stats
+                .oldest
+                .map(|t| jiff::Timestamp::now().duration_since(t).as_secs().max(0))
+                .unwrap_or(0);
+            let report = SpoolReport {
+                entries: stats.entries,
+                bytes: stats.bytes,
+                oldest_age_seconds: age.unsigned_abs(),
+            };
+            (report, !stats.full)
+        }
+        Sink::Confirm => (
+            SpoolReport {
+                entries: 0,
+                bytes: 0,
+                oldest_age_seconds: 0,
+            },
+            connected,
+        ),
+    };
+    let ready = !shutting_down && spool_ok;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    response::json(
+        status,
+        &Readiness {
+            ready,
+            shutting_down,
+            broker: Broker { connected },
+            spool,
+        },
+    )
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub fn metrics(state: &AppState) -> HttpResponse {
+    if let Sink::Spool(spool) = &state.sink {
+        state
+            .metrics
+            .observe_spool(spool.stats(), jiff::Timestamp::now());
+    }
+    response::text(
+        "text/plain; version=0.0.4; charset=utf-8",
+        state.metrics.render(),
+    )
+}

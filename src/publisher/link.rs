@@ -1,0 +1,298 @@
+//! The broker connection: connect (URLs in failover order), declare the
+//! topology, enable confirms, watch for loss, reconnect with backoff.
+//!
+//! Recovery is ours rather than lapin's automatic recovery: on any connection
+//! or channel error the whole connection is dropped and rebuilt, the topology
+//! re-declared, and unconfirmed work is simply published again from the
+//! spool. One path, easy to reason about and covered by the proxy tests.
+//! Delays come from `backon` (exponential with jitter); the `backoff` crate
+//! is unmaintained (RUSTSEC-2025-0012).
+
+use std::{sync::Arc, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use lapin::{
+    Channel, Connection, ConnectionProperties, Event, ExchangeKind,
+    options::{
+        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString},
+};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::topology::{ExchangeType, Topology};
+use crate::config::mask_url;
+use crate::metrics::Metrics;
+
+/// How long one connection attempt (TCP, TLS, AMQP handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One established connection's confirm channel.
+#[derive(Clone)]
+pub struct Session {
+    /// Increases with every connection, so users can tell a new session
+    /// from the one that just failed them.
+    pub generation: u64,
+    /// Channel in confirm mode, topology declared.
+    pub channel: Channel,
+}
+
+/// Shared view of the current session.
+#[derive(Clone)]
+pub struct Link {
+    session: watch::Receiver<Option<Session>>,
+    reset: Arc<Notify>,
+}
+
+impl Link {
+    /// The current session, if connected now.
+    pub fn current(&self) -> Option<Session> {
+        self.session.borrow().clone()
+    }
+
+    /// Whether a confirm channel is up.
+    pub fn is_connected(&self) -> bool {
+        self.session.borrow().is_some()
+    }
+
+    /// Waits for a session newer than `after`; `None` once the link stopped.
+    pub async fn next_session(&mut self, after: Option<u64>) -> Option<Session> {
+        let newer = |s: &Option<Session>| {
+            s.as_ref()
+                .is_some_and(|s| after.is_none_or(|a| s.generation > a))
+        };
+        let result = self.session.wait_for(newer).await;
+        result.ok().and_then(|s| s.clone())
+    }
+
+    /// Waits until session `generation` is gone (or the link stopped).
+    pub async fn lost(&mut self, generation: u64) {
+        let gone = |s: &Option<Session>| s.as_ref().is_none_or(|s| s.generation != generation);
+        let _ = self.session.wait_for(gone).await;
+    }
+
+    /// Asks for a fresh connection when session `generation` failed in a
+    /// way the connection itself did not report (a dead channel).
+    pub fn reset(&self, generation: u64) {
+        if self.current().is_some_and(|s| s.generation == generation) {
+            self.reset.notify_one();
+        }
+    }
+}
+
+/// Starts the connection task. It runs until `stop` is cancelled, then
+/// closes the channel and connection cleanly.
+pub fn spawn(
+    urls: Vec<SecretString>,
+    topology: Topology,
+    metrics: Metrics,
+    stop: CancellationToken,
+) -> (Link, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(None);
+    let reset = Arc::new(Notify::new());
+    let link = Link {
+        session: rx,
+        reset: reset.clone(),
+    };
+    let task = tokio::spawn(run(urls, topology, metrics, stop, tx, reset));
+    (link, task)
+}
+
+fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn run(
+    urls: Vec<SecretString>,
+    topology: Topology,
+    metrics: Metrics,
+    stop: CancellationToken,
+    tx: watch::Sender<Option<Session>>,
+    reset: Arc<Notify>,
+) {
+    let mut delays = backoff();
+    let mut generation: u64 = 0;
+    let mut attempt: u64 = 0;
+    let mut was_connected = false;
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        attempt += 1;
+        let Some((connection, channel, url)) = connect_any(&urls, &topology).await else {
+            let delay = delays.next().unwrap_or(Duration::from_secs(30));
+            tracing::warn!(
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                "broker unreachable; retrying"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => continue,
+                () = stop.cancelled() => break,
+            }
+        };
+        let mut events = connection.events_listener();
+        if was_connected {
+            metrics.broker_reconnected();
+        }
+        tracing::info!(url = %url, attempt, "connected to the broker; topology declared");
+        was_connected = true;
+        attempt = 0;
+        delays = backoff();
+        metrics.broker_connected(true);
+        generation += 1;
+        tx.send_replace(Some(Session {
+            generation,
+            channel: channel.clone(),
+        }));
+
+        let stopping = loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Event::Error(error)) => {
+                        tracing::warn!(%error, "broker connection lost; reconnecting");
+                        break false;
+                    }
+                    Some(Event::ConnectionBlocked(reason)) => {
+                        tracing::warn!(%reason, "broker blocked publishing (resource alarm)");
+                    }
+                    Some(Event::ConnectionUnblocked) => tracing::info!("broker unblocked publishing"),
+                    Some(_) => {}
+                    None => break false,
+                },
+                () = reset.notified() => {
+                    tracing::warn!("channel failed; reconnecting");
+                    break false;
+                }
+                () = stop.cancelled() => break true,
+            }
+        };
+        tx.send_replace(None);
+        metrics.broker_connected(false);
+        close(&connection, &channel).await;
+        if stopping {
+            break;
+        }
+    }
+    tx.send_replace(None);
+    metrics.broker_connected(false);
+}
+
+async fn close(connection: &Connection, channel: &Channel) {
+    let closing = async {
+        let _ = channel.close(200, "kobra-relay closing".into()).await;
+        let _ = connection.close(200, "kobra-relay closing".into()).await;
+    };
+    if tokio::time::timeout(Duration::from_secs(2), closing)
+        .await
+        .is_err()
+    {
+        tracing::debug!("broker did not answer the close in time");
+    }
+}
+
+/// Tries each URL in order; returns the first that connects and sets up.
+async fn connect_any(
+    urls: &[SecretString],
+    topology: &Topology,
+) -> Option<(Connection, Channel, String)> {
+    for url in urls {
+        let shown = mask_url(url.expose_secret());
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect(url.expose_secret(), topology)).await {
+            Ok(Ok((connection, channel))) => return Some((connection, channel, shown)),
+            Ok(Err(error)) => tracing::warn!(url = %shown, %error, "broker connection failed"),
+            Err(_) => tracing::warn!(url = %shown, "broker connection timed out"),
+        }
+    }
+    None
+}
+
+async fn connect(url: &str, topology: &Topology) -> lapin::Result<(Connection, Channel)> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(LongString::from("kobra-relay".as_bytes().to_vec()));
+    let connection = Connection::connect(url, properties).await?;
+    let setup = async {
+        let channel = connection.create_channel().await?;
+        declare(&channel, topology).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok::<_, lapin::Error>(channel)
+    };
+    match setup.await {
+        Ok(channel) => Ok((connection, channel)),
+        Err(error) => {
+            let _ = connection.close(200, "setup failed".into()).await;
+            Err(error)
+        }
+    }
+}
+
+/// Declares the topology. Idempotent: re-declaring with the same arguments
+/// is a no-op on the broker; different arguments fail loudly, which is what
+/// an operator wants to hear about.
+///
+/// # Errors
+/// The broker refused a declaration (for instance, an existing queue with
+/// another type).
+pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    for exchange in topology.exchanges() {
+        let mut arguments = FieldTable::default();
+        if let Some(ae) = &exchange.alternate_exchange {
+            arguments.insert("alternate-exchange".into(), long_string(ae));
+        }
+        let kind = match exchange.kind {
+            ExchangeType::Topic => ExchangeKind::Topic,
+            ExchangeType::Fanout => ExchangeKind::Fanout,
+        };
+        channel
+            .exchange_declare(exchange.name.as_str().into(), kind, durable, arguments)
+            .await?;
+    }
+    for queue in topology.queues() {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            long_string(queue.queue_type.as_str()),
+        );
+        if let Some(dlx) = &queue.dead_letter_exchange {
+            arguments.insert("x-dead-letter-exchange".into(), long_string(dlx));
+        }
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(queue.name.as_str().into(), options, arguments)
+            .await?;
+    }
+    for binding in topology.bindings() {
+        channel
+            .queue_bind(
+                binding.queue.as_str().into(),
+                binding.exchange.as_str().into(),
+                binding.routing_key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+fn long_string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}

@@ -1,0 +1,306 @@
+//! Envelope -> the AMQP messages that carry it (CONTRACT.md §4): exchange,
+//! routing key, body, properties and headers. No I/O.
+//!
+//! Everything here is a pure function of the envelope, so a retry after a
+//! restart produces byte-identical messages with the same `message_id`.
+
+use bytes::Bytes;
+use lapin::{
+    BasicProperties,
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+
+use super::topology::Topology;
+use crate::metrics::ExchangeLabel;
+use crate::visit::{Envelope, Kind, NormalizedVisit, Product, RejectionReason, Warning, normalize};
+
+/// Header values longer than this are left out, so no message can exceed a
+/// frame; the document still carries the value whole.
+pub const MAX_HEADER_CHARS: usize = 256;
+/// The `app_id` property.
+pub const APP_ID: &str = "kobra-relay";
+/// `type` of raw and normalized visit messages.
+pub const VISIT_TYPE: &str = "kobra.visit.finished";
+/// `type` of rejected bodies.
+pub const REJECTED_TYPE: &str = "kobra.visit.rejected";
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Metric label of the exchange.
+    pub label: ExchangeLabel,
+    /// Exchange name.
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// Body.
+    pub body: Bytes,
+    /// Properties and headers.
+    pub properties: BasicProperties,
+}
+
+/// The messages of one envelope, plus what the metrics need to know.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Product of the visit (`Unknown` for rejected bodies).
+    pub product: Product,
+    /// Raw and normalized, or the single rejected message.
+    pub messages: Vec<Outgoing>,
+    /// Normalization warnings (empty for rejected bodies).
+    pub warnings: Vec<Warning>,
+    /// Visit id, for logs.
+    pub visit_id: Option<String>,
+}
+
+/// Builds the messages for an envelope.
+pub fn prepare(envelope: &Envelope, topology: &Topology) -> Prepared {
+    match envelope.kind {
+        Kind::Visit => match normalize::normalize_body(envelope) {
+            Ok(visit) => prepare_visit(envelope, visit, topology),
+            // Unreachable for bodies the ingress classified, but a body is
+            // never dropped: it goes to the rejected exchange instead.
+            Err(_) => prepare_rejected(envelope, RejectionReason::InvalidJson, topology),
+        },
+        Kind::Rejected(reason) => prepare_rejected(envelope, reason, topology),
+    }
+}
+
+fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit, topology: &Topology) -> Prepared {
+    let product = match visit.product.id {
+        Some(id) => Product::from_id(id),
+        None => Product::Unknown,
+    };
+    let routing_key = Topology::routing_key(product);
+    let mut headers = common_headers(envelope);
+    if let Some(id) = visit.product.id.and_then(|id| i64::try_from(id).ok()) {
+        headers.insert("x-product-id".into(), AMQPValue::LongLongInt(id));
+    }
+    insert_text(&mut headers, "x-product", Some(&visit.product.slug));
+    insert_text(&mut headers, "x-visit-id", visit.visit_id.as_deref());
+    insert_text(&mut headers, "x-agent-id", visit.agent.id.as_deref());
+    insert_text(&mut headers, "x-external-id", visit.external_id.as_deref());
+    insert_text(&mut headers, "x-tag", visit.tag.as_deref());
+
+    let raw = Outgoing {
+        label: ExchangeLabel::Raw,
+        exchange: topology.raw_exchange(),
+        routing_key: routing_key.clone(),
+        body: envelope.body.clone(),
+        properties: properties(envelope, VISIT_TYPE, "application/json", headers.clone()),
+    };
+    let mut normalized_headers = headers;
+    normalized_headers.insert(
+        "x-schema-version".into(),
+        AMQPValue::LongInt(normalize::SCHEMA_VERSION as i32),
+    );
+    let document = serde_json::to_vec(&visit).unwrap_or_default();
+    let normalized = Outgoing {
+        label: ExchangeLabel::Normalized,
+        exchange: topology.visits_exchange(),
+        routing_key,
+        body: Bytes::from(document),
+        properties: properties(envelope, VISIT_TYPE, "application/json", normalized_headers),
+    };
+    Prepared {
+        product,
+        messages: vec![raw, normalized],
+        warnings: visit.warnings,
+        visit_id: visit.visit_id,
+    }
+}
+
+fn prepare_rejected(envelope: &Envelope, reason: RejectionReason, topology: &Topology) -> Prepared {
+    let mut headers = common_headers(envelope);
+    insert_text(&mut headers, "x-rejection-reason", Some(reason.as_str()));
+    Prepared {
+        product: Product::Unknown,
+        messages: vec![Outgoing {
+            label: ExchangeLabel::Rejected,
+            exchange: topology.rejected_exchange(),
+            routing_key: "visit.rejected".into(),
+            body: envelope.body.clone(),
+            properties: properties(envelope, REJECTED_TYPE, "application/octet-stream", headers),
+        }],
+        warnings: Vec::new(),
+        visit_id: None,
+    }
+}
+
+fn common_headers(envelope: &Envelope) -> FieldTable {
+    let mut headers = FieldTable::default();
+    let received_at = envelope.receipt.received_at.to_string();
+    insert_text(&mut headers, "x-received-at", Some(&received_at));
+    insert_text(
+        &mut headers,
+        "x-api-key-label",
+        Some(&envelope.receipt.key_label),
+    );
+    headers
+}
+
+fn insert_text(headers: &mut FieldTable, name: &str, value: Option<&str>) {
+    if let Some(value) = value.filter(|v| v.chars().count() <= MAX_HEADER_CHARS) {
+        headers.insert(
+            ShortString::from(name),
+            AMQPValue::LongString(LongString::from(value.as_bytes().to_vec())),
+        );
+    }
+}
+
+fn properties(
+    envelope: &Envelope,
+    kind: &str,
+    content_type: &str,
+    headers: FieldTable,
+) -> BasicProperties {
+    let timestamp = u64::try_from(envelope.receipt.received_at.as_second()).unwrap_or_default();
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(content_type.into())
+        .with_app_id(APP_ID.into())
+        .with_type(kind.into())
+        .with_timestamp(timestamp)
+        .with_message_id(envelope.message_id().into())
+        .with_correlation_id(envelope.receipt.id.to_string().into())
+        .with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QueueType;
+    use crate::visit::Receipt;
+
+    fn envelope(body: &str) -> Envelope {
+        Envelope::new(
+            Receipt {
+                id: uuid::Uuid::now_v7(),
+                received_at: "2026-11-26T10:00:00Z".parse().expect("timestamp"),
+                key_label: "kobra".into(),
+            },
+            Bytes::from(body.to_owned()),
+        )
+    }
+
+    fn header<'a>(m: &'a Outgoing, name: &str) -> Option<&'a AMQPValue> {
+        m.properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(name))
+    }
+
+    fn text(v: Option<&AMQPValue>) -> Option<String> {
+        match v {
+            Some(AMQPValue::LongString(s)) => {
+                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_visit_becomes_a_raw_and_a_normalized_message_with_the_same_ids() {
+        let topology = Topology::new("t", QueueType::Quorum, true);
+        let env = envelope(r#"{"productID":2,"visitID":"V1","agentID":7,"tagName":"ok"}"#);
+        let prepared = prepare(&env, &topology);
+        assert_eq!(prepared.product, Product::AddressValidation);
+        let [raw, normalized] = &prepared.messages[..] else {
+            panic!("two messages expected");
+        };
+        assert_eq!(raw.exchange, "t.visits.raw");
+        assert_eq!(normalized.exchange, "t.visits");
+        assert_eq!(raw.body, env.body, "raw body is byte-identical");
+        for m in [raw, normalized] {
+            assert_eq!(m.routing_key, "visit.finished.address_validation");
+            let p = &m.properties;
+            assert_eq!(*p.delivery_mode(), Some(2));
+            assert_eq!(
+                p.content_type().as_ref().map(|s| s.as_str()),
+                Some("application/json")
+            );
+            assert_eq!(p.app_id().as_ref().map(|s| s.as_str()), Some("kobra-relay"));
+            assert_eq!(
+                p.kind().as_ref().map(|s| s.as_str()),
+                Some("kobra.visit.finished")
+            );
+            assert_eq!(
+                p.message_id().as_ref().map(|s| s.to_string()),
+                Some(env.message_id())
+            );
+            assert_eq!(
+                p.correlation_id().as_ref().map(|s| s.to_string()),
+                Some(env.receipt.id.to_string())
+            );
+            assert_eq!(*p.timestamp(), Some(1_795_687_200));
+            assert_eq!(header(m, "x-product-id"), Some(&AMQPValue::LongLongInt(2)));
+            assert_eq!(
+                text(header(m, "x-product")).as_deref(),
+                Some("address_validation")
+            );
+            assert_eq!(text(header(m, "x-visit-id")).as_deref(), Some("V1"));
+            assert_eq!(text(header(m, "x-agent-id")).as_deref(), Some("7"));
+            assert_eq!(text(header(m, "x-tag")).as_deref(), Some("ok"));
+            assert_eq!(text(header(m, "x-external-id")), None);
+            assert_eq!(
+                text(header(m, "x-received-at")).as_deref(),
+                Some("2026-11-26T10:00:00Z")
+            );
+            assert_eq!(text(header(m, "x-api-key-label")).as_deref(), Some("kobra"));
+        }
+        assert_eq!(header(raw, "x-schema-version"), None);
+        assert_eq!(
+            header(normalized, "x-schema-version"),
+            Some(&AMQPValue::LongInt(1))
+        );
+    }
+
+    #[test]
+    fn unknown_products_have_no_product_id_header() {
+        let topology = Topology::new("t", QueueType::Quorum, true);
+        let prepared = prepare(&envelope(r#"{"visitID":"V"}"#), &topology);
+        let m = &prepared.messages[0];
+        assert_eq!(m.routing_key, "visit.finished.unknown");
+        assert_eq!(header(m, "x-product-id"), None);
+        assert_eq!(text(header(m, "x-product")).as_deref(), Some("unknown"));
+    }
+
+    #[test]
+    fn long_header_values_are_left_out() {
+        let topology = Topology::new("t", QueueType::Quorum, true);
+        let long = "x".repeat(MAX_HEADER_CHARS + 1);
+        let prepared = prepare(
+            &envelope(&format!(r#"{{"productID":1,"visitID":"{long}"}}"#)),
+            &topology,
+        );
+        assert_eq!(header(&prepared.messages[0], "x-visit-id"), None);
+        let doc: serde_json::Value =
+            serde_json::from_slice(&prepared.messages[1].body).expect("json");
+        assert_eq!(doc["visitId"], long.as_str(), "the document keeps it whole");
+    }
+
+    #[test]
+    fn rejected_bodies_go_to_the_rejected_exchange_as_octets() {
+        let topology = Topology::new("t", QueueType::Quorum, true);
+        let mut env = envelope("[1,2]");
+        env.kind = Kind::Rejected(RejectionReason::NotAnObject);
+        let prepared = prepare(&env, &topology);
+        let [m] = &prepared.messages[..] else {
+            panic!("one message expected");
+        };
+        assert_eq!(m.exchange, "t.visits.rejected");
+        assert_eq!(m.body, env.body);
+        assert_eq!(
+            m.properties.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/octet-stream")
+        );
+        assert_eq!(
+            m.properties.kind().as_ref().map(|s| s.as_str()),
+            Some("kobra.visit.rejected")
+        );
+        assert_eq!(
+            text(header(m, "x-rejection-reason")).as_deref(),
+            Some("not_an_object")
+        );
+        assert_eq!(text(header(m, "x-api-key-label")).as_deref(), Some("kobra"));
+    }
+}

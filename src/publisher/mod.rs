@@ -1,0 +1,470 @@
+//! Delivery to RabbitMQ with publisher confirms.
+//!
+//! - [`Publisher::deliver`] publishes one envelope and waits for its
+//!   confirms (`DURABILITY=confirm`).
+//! - [`Publisher::drain`] is the background task of `DURABILITY=spool`: it
+//!   publishes pending spool entries in order with a window of many visits in
+//!   flight, removes an entry only when all its messages are confirmed, and
+//!   retries nacked, returned or timed-out entries with their own backoff
+//!   (capped at five minutes) without holding back the others.
+//!
+//! Only this module (and its children) uses lapin.
+
+pub mod link;
+pub mod message;
+pub mod topology;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::{StreamExt, stream::FuturesUnordered};
+use lapin::{Channel, Confirmation, PublisherConfirm, options::BasicPublishOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{Metrics, PublishFailure};
+use crate::spool::{Pending, Spool};
+use crate::visit::Envelope;
+use link::Link;
+use message::Prepared;
+use topology::Topology;
+
+/// Visits published but not yet confirmed, at most.
+const CONFIRM_WINDOW: usize = 512;
+/// Backoff of one entry that the broker nacked or returned.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Why a publish did not end in confirms.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No broker connection right now.
+    #[error("not connected to the broker")]
+    NotConnected,
+    /// The connection or channel failed.
+    #[error("broker connection failed during publish")]
+    Connection(#[source] lapin::Error),
+    /// The broker nacked a message.
+    #[error("the broker nacked the message")]
+    Nack,
+    /// The broker returned a message as unroutable (no queue, not even unrouted).
+    #[error("the broker returned the message as unroutable ({0})")]
+    Returned(String),
+    /// No confirm within `PUBLISH_TIMEOUT`.
+    #[error("no confirm within the publish timeout")]
+    Timeout,
+}
+
+impl PublishError {
+    /// The `publish_failures_total` reason.
+    pub fn reason(&self) -> PublishFailure {
+        match self {
+            Self::NotConnected | Self::Connection(_) => PublishFailure::Connection,
+            Self::Nack => PublishFailure::Nack,
+            Self::Returned(_) => PublishFailure::Returned,
+            Self::Timeout => PublishFailure::Timeout,
+        }
+    }
+}
+
+/// Publishes envelopes over the [`Link`]'s current session.
+pub struct Publisher {
+    link: Link,
+    topology: Topology,
+    metrics: Metrics,
+    publish_timeout: Duration,
+}
+
+impl Publisher {
+    /// A publisher over `link`.
+    pub fn new(
+        link: Link,
+        topology: Topology,
+        metrics: Metrics,
+        publish_timeout: Duration,
+    ) -> Self {
+        Self {
+            link,
+            topology,
+            metrics,
+            publish_timeout,
+        }
+    }
+
+    /// The broker link (for readiness).
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Publishes one envelope and waits for every confirm, within
+    /// `PUBLISH_TIMEOUT` (confirm mode).
+    ///
+    /// # Errors
+    /// See [`PublishError`]; the failure is counted in the metrics.
+    pub async fn deliver(&self, envelope: &Envelope) -> Result<(), PublishError> {
+        let result = match self.link.current() {
+            None => Err(PublishError::NotConnected),
+            Some(session) => {
+                let prepared = message::prepare(envelope, &self.topology);
+                let started = Instant::now();
+                let outcome = tokio::time::timeout(self.publish_timeout, async {
+                    let confirms = start(&session.channel, &prepared).await?;
+                    finish(confirms).await
+                })
+                .await
+                .unwrap_or(Err(PublishError::Timeout));
+                if let Err(PublishError::Connection(_)) = &outcome {
+                    self.link.reset(session.generation);
+                }
+                outcome.map(|()| self.record_success(envelope, &prepared, started))
+            }
+        };
+        if let Err(error) = &result {
+            self.metrics.publish_failed(error.reason());
+        }
+        result
+    }
+
+    fn record_success(&self, envelope: &Envelope, prepared: &Prepared, started: Instant) {
+        self.metrics.confirm_latency(started.elapsed());
+        for m in &prepared.messages {
+            self.metrics.published(m.label, prepared.product);
+        }
+        for w in &prepared.warnings {
+            self.metrics.normalization_warning(w.metric_field);
+        }
+        let since_receipt = jiff::Timestamp::now().duration_since(envelope.receipt.received_at);
+        self.metrics
+            .end_to_end(Duration::try_from(since_receipt).unwrap_or_default());
+    }
+
+    /// Delivers the spool until `stop` is cancelled. Entries stay in the
+    /// spool until confirmed; `recovered_up_to` marks entries that a previous
+    /// run may already have delivered (counted as redeliveries).
+    pub async fn drain(
+        self: Arc<Self>,
+        spool: Spool,
+        recovered_up_to: Option<u64>,
+        stop: CancellationToken,
+    ) {
+        let mut link = self.link.clone();
+        let mut retries = Retries::default();
+        let mut last_generation = None;
+        loop {
+            let session = tokio::select! {
+                session = link.next_session(last_generation) => match session {
+                    Some(session) => session,
+                    None => return,
+                },
+                () = stop.cancelled() => return,
+            };
+            last_generation = Some(session.generation);
+            let mut round = Round {
+                publisher: &self,
+                spool: &spool,
+                channel: &session.channel,
+                retries: &mut retries,
+                recovered_up_to,
+                cursor: None,
+                in_flight: HashSet::new(),
+            };
+            let lost = round.run(&mut link, session.generation, &stop).await;
+            if lost == RoundEnd::Stopped {
+                return;
+            }
+            link.reset(session.generation);
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RoundEnd {
+    /// The session failed; start again on the next one.
+    SessionLost,
+    /// Shutdown.
+    Stopped,
+}
+
+/// Per-entry retry schedule for nacked, returned or timed-out entries.
+#[derive(Default)]
+struct Retries {
+    attempts: HashMap<u64, u32>,
+    waiting: BTreeMap<(Instant, u64), ()>,
+    waiting_seqs: HashSet<u64>,
+}
+
+impl Retries {
+    fn schedule(&mut self, seq: u64) -> Duration {
+        let attempt = self.attempts.entry(seq).or_insert(0);
+        *attempt += 1;
+        let exponent = (*attempt - 1).min(16);
+        let base = RETRY_MIN.saturating_mul(1 << exponent).min(RETRY_MAX);
+        let jitter = base.mul_f64(0.2 * f64::from(uuid::Uuid::now_v7().as_bytes()[15]) / 255.0);
+        let delay = (base + jitter).min(RETRY_MAX);
+        self.waiting.insert((Instant::now() + delay, seq), ());
+        self.waiting_seqs.insert(seq);
+        delay
+    }
+
+    fn is_waiting(&self, seq: u64) -> bool {
+        self.waiting_seqs.contains(&seq)
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.waiting.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Entries whose wait is over.
+    fn take_due(&mut self, now: Instant) -> Vec<u64> {
+        let mut due = Vec::new();
+        while let Some(&(at, seq)) = self.waiting.keys().next() {
+            if at > now {
+                break;
+            }
+            self.waiting.remove(&(at, seq));
+            self.waiting_seqs.remove(&seq);
+            due.push(seq);
+        }
+        due
+    }
+
+    fn attempted(&self, seq: u64) -> bool {
+        self.attempts.contains_key(&seq)
+    }
+
+    fn forget(&mut self, seq: u64) {
+        self.attempts.remove(&seq);
+    }
+}
+
+type Confirms = Vec<PublisherConfirm>;
+type InFlight = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = (Pending, Prepared, Instant, Result<(), PublishError>)>
+            + Send,
+    >,
+>;
+
+/// Draining over one session.
+struct Round<'a> {
+    publisher: &'a Publisher,
+    spool: &'a Spool,
+    channel: &'a Channel,
+    retries: &'a mut Retries,
+    recovered_up_to: Option<u64>,
+    cursor: Option<u64>,
+    in_flight: HashSet<u64>,
+}
+
+impl Round<'_> {
+    async fn run(
+        &mut self,
+        link: &mut Link,
+        generation: u64,
+        stop: &CancellationToken,
+    ) -> RoundEnd {
+        let mut confirms: FuturesUnordered<InFlight> = FuturesUnordered::new();
+        let mut due: Vec<u64> = Vec::new();
+        loop {
+            if let Err(error) = self.fill(&mut confirms, &mut due).await {
+                tracing::warn!(%error, "publish failed; will resume on the next connection");
+                self.publisher.metrics.publish_failed(error.reason());
+                return RoundEnd::SessionLost;
+            }
+            let next_due = self.retries.next_due();
+            tokio::select! {
+                Some((pending, prepared, started, result)) = confirms.next(), if !confirms.is_empty() => {
+                    self.in_flight.remove(&pending.seq);
+                    if let Err(end) = self.settle(pending, prepared, started, result) {
+                        return end;
+                    }
+                }
+                () = self.spool.appended() => {}
+                () = sleep_until(next_due), if next_due.is_some() => {
+                    due.extend(self.retries.take_due(Instant::now()));
+                }
+                () = link.lost(generation) => return RoundEnd::SessionLost,
+                () = stop.cancelled() => return RoundEnd::Stopped,
+            }
+        }
+    }
+
+    /// Publishes entries until the window is full or nothing is pending.
+    async fn fill(
+        &mut self,
+        confirms: &mut FuturesUnordered<InFlight>,
+        due: &mut Vec<u64>,
+    ) -> Result<(), PublishError> {
+        while confirms.len() < CONFIRM_WINDOW {
+            let room = CONFIRM_WINDOW - confirms.len();
+            let mut batch = Vec::new();
+            while batch.len() < room {
+                let Some(seq) = due.pop() else { break };
+                if let Ok(Some(p)) = self.spool.get(seq) {
+                    batch.push(p);
+                }
+            }
+            if batch.len() < room {
+                let fresh = match self.spool.pending_after(self.cursor, room - batch.len()) {
+                    Ok(fresh) => fresh,
+                    Err(error) => {
+                        // Disk trouble: say so, and try again on the next wake-up
+                        // (a confirm, an append or a retry coming due).
+                        tracing::error!(%error, "cannot read pending entries from the spool");
+                        Vec::new()
+                    }
+                };
+                if let Some(last) = fresh.last() {
+                    self.cursor = Some(last.seq);
+                }
+                batch.extend(fresh.into_iter().filter(|p| {
+                    !self.retries.is_waiting(p.seq) && !self.in_flight.contains(&p.seq)
+                }));
+            }
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for pending in batch {
+                let redelivery = self.retries.attempted(pending.seq)
+                    || self.recovered_up_to.is_some_and(|r| pending.seq <= r);
+                if redelivery {
+                    self.publisher.metrics.redelivered(1);
+                }
+                let prepared = message::prepare(&pending.envelope, &self.publisher.topology);
+                let started = Instant::now();
+                let sent = start(self.channel, &prepared).await?;
+                let timeout = self.publisher.publish_timeout;
+                self.in_flight.insert(pending.seq);
+                confirms.push(Box::pin(async move {
+                    let result = tokio::time::timeout(timeout, finish(sent))
+                        .await
+                        .unwrap_or(Err(PublishError::Timeout));
+                    (pending, prepared, started, result)
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on one entry's confirms.
+    fn settle(
+        &mut self,
+        pending: Pending,
+        prepared: Prepared,
+        started: Instant,
+        result: Result<(), PublishError>,
+    ) -> Result<(), RoundEnd> {
+        match result {
+            Ok(()) => {
+                self.spool.remove(pending.seq);
+                self.retries.forget(pending.seq);
+                self.publisher
+                    .record_success(&pending.envelope, &prepared, started);
+                Ok(())
+            }
+            Err(error @ PublishError::Connection(_)) | Err(error @ PublishError::NotConnected) => {
+                tracing::warn!(%error, seq = pending.seq, "confirm lost with the connection; will publish again");
+                self.publisher.metrics.publish_failed(error.reason());
+                Err(RoundEnd::SessionLost)
+            }
+            Err(error) => {
+                let delay = self.retries.schedule(pending.seq);
+                tracing::warn!(
+                    %error, seq = pending.seq, visit_id = prepared.visit_id.as_deref().unwrap_or(""),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "broker did not take the visit; it stays in the spool and will be retried"
+                );
+                self.publisher.metrics.publish_failed(error.reason());
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends every message of a visit (mandatory, persistent); returns their
+/// pending confirms.
+async fn start(channel: &Channel, prepared: &Prepared) -> Result<Confirms, PublishError> {
+    let mut confirms = Vec::with_capacity(prepared.messages.len());
+    for m in &prepared.messages {
+        let confirm = channel
+            .basic_publish(
+                m.exchange.as_str().into(),
+                m.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &m.body,
+                m.properties.clone(),
+            )
+            .await
+            .map_err(PublishError::Connection)?;
+        confirms.push(confirm);
+    }
+    Ok(confirms)
+}
+
+/// Waits for every confirm; any nack or return fails the whole visit.
+async fn finish(confirms: Confirms) -> Result<(), PublishError> {
+    let mut outcome = Ok(());
+    for confirm in confirms {
+        let result = match confirm.await.map_err(PublishError::Connection)? {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                Err(PublishError::Returned(returned.reply_text.to_string()))
+            }
+            Confirmation::Nack(None) => Err(PublishError::Nack),
+            Confirmation::NotRequested => Err(PublishError::Nack),
+        };
+        if outcome.is_ok() {
+            outcome = result;
+        }
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_and_cap_at_five_minutes() {
+        let mut retries = Retries::default();
+        let first = retries.schedule(7);
+        assert!(
+            first >= RETRY_MIN && first <= RETRY_MIN.mul_f64(1.2),
+            "{first:?}"
+        );
+        let mut last = first;
+        for _ in 0..20 {
+            retries.take_due(Instant::now() + RETRY_MAX * 2);
+            last = retries.schedule(7);
+        }
+        assert_eq!(last, RETRY_MAX);
+        assert!(retries.attempted(7));
+        retries.forget(7);
+        assert!(!retries.attempted(7));
+    }
+
+    #[test]
+    fn only_due_entries_are_taken() {
+        let mut retries = Retries::default();
+        retries.schedule(1);
+        assert!(retries.is_waiting(1));
+        assert!(retries.take_due(Instant::now()).is_empty());
+        assert_eq!(
+            retries.take_due(Instant::now() + Duration::from_secs(2)),
+            vec![1]
+        );
+        assert!(!retries.is_waiting(1));
+    }
+}

@@ -1,0 +1,258 @@
+//! Wiring: [`App::build`] turns [`Settings`] into bound listeners, an open
+//! spool and a broker link; [`App::run_until_stopped`] serves until the
+//! shutdown future completes and then shuts down in order.
+//!
+//! Production and tests take the same path (tests bind port 0).
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::ApiKeys;
+use crate::config::{Durability, Settings};
+use crate::http::{self, Listener};
+use crate::metrics::Metrics;
+use crate::publisher::{Publisher, link, topology::Topology};
+use crate::spool::Spool;
+
+/// How long in-flight HTTP requests get to finish at shutdown.
+const HTTP_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Where accepted requests go before the 202.
+#[derive(Clone)]
+pub enum Sink {
+    /// `DURABILITY=spool`: the local spool; a background task publishes.
+    Spool(Spool),
+    /// `DURABILITY=confirm`: straight to the broker.
+    Confirm,
+}
+
+/// State shared by every request handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Configured API keys.
+    pub keys: Arc<ApiKeys>,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Durability target.
+    pub sink: Sink,
+    /// Broker publisher.
+    pub publisher: Arc<Publisher>,
+    /// `MAX_BODY_BYTES`.
+    pub max_body_bytes: u64,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// True once shutdown began: readiness fails and new requests get 503.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// A built relay, ready to serve.
+pub struct App {
+    state: AppState,
+    ingress: TcpListener,
+    admin: TcpListener,
+    recovered_up_to: Option<u64>,
+    link_stop: CancellationToken,
+    link_task: tokio::task::JoinHandle<()>,
+    shutdown_grace: Duration,
+}
+
+impl App {
+    /// Binds both listeners, opens the spool (recovering what a previous run
+    /// left) and starts connecting to the broker in the background; a broker
+    /// that is down is not an error.
+    ///
+    /// # Errors
+    /// An address that cannot be bound or a spool directory that cannot be
+    /// used; the message names the setting.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let metrics = Metrics::new();
+        let topology = Topology::new(
+            &settings.topology_prefix,
+            settings.queue_type,
+            settings.declare_queues,
+        );
+
+        let (sink, recovered_up_to) = match settings.durability {
+            Durability::Spool => {
+                let (spool, report) = Spool::open(&settings.spool_dir, settings.spool_max_bytes)
+                    .map_err(anyhow::Error::new)
+                    .with_context(|| {
+                        format!(
+                            "KOBRA_RELAY_SPOOL_DIR={} cannot be used as the spool",
+                            settings.spool_dir.display()
+                        )
+                    })?;
+                if report.pending > 0 || !report.damaged.is_empty() {
+                    tracing::info!(
+                        pending = report.pending,
+                        damaged_regions = report.damaged.len(),
+                        "spool recovered; pending visits will be published (consumers may see some twice)"
+                    );
+                }
+                (Sink::Spool(spool), report.last_pending_seq)
+            }
+            Durability::Confirm => (Sink::Confirm, None),
+        };
+
+        let ingress = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("KOBRA_RELAY_LISTEN={} cannot be bound", settings.listen))?;
+        let admin = TcpListener::bind(settings.admin_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "KOBRA_RELAY_ADMIN_LISTEN={} cannot be bound",
+                    settings.admin_listen
+                )
+            })?;
+
+        let link_stop = CancellationToken::new();
+        let (link, link_task) = link::spawn(
+            settings.amqp_urls.clone(),
+            topology.clone(),
+            metrics.clone(),
+            link_stop.clone(),
+        );
+        let publisher = Arc::new(Publisher::new(
+            link,
+            topology,
+            metrics.clone(),
+            settings.publish_timeout,
+        ));
+
+        tracing::info!(
+            ingress = %ingress.local_addr()?, admin = %admin.local_addr()?,
+            durability = ?settings.durability, prefix = %settings.topology_prefix,
+            keys = settings.api_keys.len(), build_ms = started.elapsed().as_millis() as u64,
+            "kobra-relay ready"
+        );
+        Ok(Self {
+            state: AppState {
+                keys: settings.api_keys.clone(),
+                metrics,
+                sink,
+                publisher,
+                max_body_bytes: settings.max_body_bytes,
+                shutting_down: Arc::new(AtomicBool::new(false)),
+            },
+            ingress,
+            admin,
+            recovered_up_to,
+            link_stop,
+            link_task,
+            shutdown_grace: settings.shutdown_grace,
+        })
+    }
+
+    /// The bound ingress address (useful with port 0).
+    pub fn ingress_addr(&self) -> SocketAddr {
+        self.ingress
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then: readiness fails, the ingress
+    /// stops accepting and finishes in-flight requests, the publisher keeps
+    /// draining the spool for up to `SHUTDOWN_GRACE`, and the AMQP channel
+    /// and connection are closed. What is left stays in the spool.
+    ///
+    /// # Errors
+    /// None today; the signature leaves room for fatal runtime errors.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self {
+            state,
+            ingress,
+            admin,
+            recovered_up_to,
+            link_stop,
+            link_task,
+            shutdown_grace,
+        } = self;
+        let ingress_stop = CancellationToken::new();
+        let admin_stop = CancellationToken::new();
+        let drain_stop = CancellationToken::new();
+
+        let drain_task = match &state.sink {
+            Sink::Spool(spool) => Some(tokio::spawn(state.publisher.clone().drain(
+                spool.clone(),
+                recovered_up_to,
+                drain_stop.clone(),
+            ))),
+            Sink::Confirm => None,
+        };
+        let ingress_task = tokio::spawn(http::serve(
+            ingress,
+            Listener::Ingress,
+            state.clone(),
+            ingress_stop.clone(),
+            HTTP_DRAIN_DEADLINE,
+        ));
+        let admin_task = tokio::spawn(http::serve(
+            admin,
+            Listener::Admin,
+            state.clone(),
+            admin_stop.clone(),
+            Duration::from_secs(1),
+        ));
+
+        shutdown.await;
+        state.shutting_down.store(true, Ordering::Release);
+        ingress_stop.cancel();
+        let _ = ingress_task.await;
+
+        if let Sink::Spool(spool) = &state.sink {
+            spool.close();
+            wait_for_drain(spool, &state, shutdown_grace).await;
+        }
+        drain_stop.cancel();
+        if let Some(task) = drain_task {
+            let _ = task.await;
+        }
+        link_stop.cancel();
+        let _ = link_task.await;
+        admin_stop.cancel();
+        let _ = admin_task.await;
+        if let Sink::Spool(spool) = &state.sink {
+            let left = spool.stats().entries;
+            tracing::info!(left_in_spool = left, "kobra-relay stopped");
+        } else {
+            tracing::info!("kobra-relay stopped");
+        }
+        Ok(())
+    }
+}
+
+/// Gives the publisher up to `grace` to empty the spool (only worth waiting
+/// for while the broker is connected).
+async fn wait_for_drain(spool: &Spool, state: &AppState, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    while spool.stats().entries > 0
+        && state.publisher.link().is_connected()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,323 @@
+//! Fault tests: nothing accepted is ever lost (CONTRACT.md §2, spool mode).
+//! Each runs against the real broker, through a proxy the test can cut, or
+//! with the relay as a child process that is killed with SIGKILL.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use futures_util::{StreamExt, stream};
+use lapin::options::BasicGetOptions;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    ARRIVAL_TIMEOUT, KEY, TestApp, broker, random_prefix, spawn_app_with, spawn_at,
+};
+use crate::process::start_relay;
+use crate::proxy::Proxy;
+
+fn rabbitmq() -> SocketAddr {
+    "127.0.0.1:5672".parse().expect("addr")
+}
+
+fn visit(n: usize) -> String {
+    json!({"productID": 1, "visitID": format!("V{n:05}"), "padding": "x".repeat(200)}).to_string()
+}
+
+/// Posts `count` distinct visits with `concurrency` in flight; returns the
+/// message ids of those answered 202, and how many were not.
+async fn post_many(
+    client: &reqwest::Client,
+    base: &str,
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+) -> (HashSet<String>, usize) {
+    let url = format!("{base}/webhooks/finish-visit");
+    let results: Vec<Option<String>> = stream::iter(range)
+        .map(|n| {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let resp = client
+                    .post(&url)
+                    .header("api-key", KEY)
+                    .body(visit(n))
+                    .send()
+                    .await
+                    .ok()?;
+                if resp.status() != 202 {
+                    return None;
+                }
+                let body: Value = resp.json().await.ok()?;
+                body["messageId"].as_str().map(str::to_owned)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let refused = results.iter().filter(|r| r.is_none()).count();
+    (results.into_iter().flatten().collect(), refused)
+}
+
+/// Reads `queue` until every id in `expected` was seen (bounded); returns
+/// how many deliveries were duplicates.
+async fn assert_all_arrive(queue: &str, expected: &HashSet<String>) -> usize {
+    let conn = broker().await;
+    let channel = conn.create_channel().await.expect("channel");
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let deadline = Instant::now() + ARRIVAL_TIMEOUT * 3;
+    while !expected.iter().all(|id| seen.contains_key(id)) {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} accepted visits missing from {queue}",
+            expected.iter().filter(|id| !seen.contains_key(*id)).count(),
+            expected.len()
+        );
+        match channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            Some(m) => {
+                let id = m
+                    .delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .expect("message_id");
+                *seen.entry(id).or_default() += 1;
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let _ = conn.close(200, "done".into()).await;
+    seen.values().map(|n| n - 1).sum()
+}
+
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + ARRIVAL_TIMEOUT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn connected(app: &TestApp) -> bool {
+    app.readyz().await.1["broker"]["connected"] == true
+}
+
+#[tokio::test]
+async fn visits_accepted_during_a_broker_outage_all_arrive_once_it_returns() {
+    let proxy = Proxy::start(rabbitmq()).await;
+    let app = spawn_app_with(&[("AMQP_URL", &proxy.amqp_url())]).await;
+    app.wait_connected().await;
+
+    proxy.cut();
+    wait_until("the relay sees the outage", async || !connected(&app).await).await;
+    let (accepted, refused) = post_many(&app.http, &app.base, 0..60, 8).await;
+    assert_eq!(
+        (accepted.len(), refused),
+        (60, 0),
+        "every visit is accepted during the outage"
+    );
+    assert_eq!(
+        app.readyz().await.0,
+        200,
+        "still ready: the spool absorbs the outage"
+    );
+    assert_eq!(app.readyz().await.1["spool"]["entries"], 60);
+
+    proxy.restore();
+    app.wait_spool_empty().await;
+    let prefix = &app.prefix;
+    let duplicates =
+        assert_all_arrive(&format!("{prefix}.visits.raw.debt_collection"), &accepted).await;
+    assert_all_arrive(&format!("{prefix}.visits.debt_collection"), &accepted).await;
+    assert_eq!(
+        duplicates, 0,
+        "nothing was in flight when the proxy was cut"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("kobra_relay_broker_reconnects_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn cutting_the_connection_with_publishes_in_flight_loses_nothing() {
+    let proxy = Proxy::start(rabbitmq()).await;
+    let app = spawn_app_with(&[("AMQP_URL", &proxy.amqp_url())]).await;
+    app.wait_connected().await;
+
+    let load = post_many(&app.http, &app.base, 0..600, 16);
+    let chaos = async {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            proxy.cut();
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            proxy.restore();
+        }
+    };
+    let ((accepted, refused), ()) = tokio::join!(load, chaos);
+    assert_eq!(refused, 0);
+
+    app.wait_spool_empty().await;
+    let prefix = &app.prefix;
+    let duplicates =
+        assert_all_arrive(&format!("{prefix}.visits.raw.debt_collection"), &accepted).await;
+    assert_all_arrive(&format!("{prefix}.visits.debt_collection"), &accepted).await;
+    println!("600 accepted, {duplicates} redelivered as duplicates after 3 cuts");
+}
+
+#[tokio::test]
+async fn a_relay_killed_with_sigkill_mid_load_delivers_every_accepted_visit_after_restart() {
+    let prefix = random_prefix();
+    let _cleanup = crate::helpers::Cleanup::new(&prefix);
+    let spool = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::Client::new();
+
+    let relay = start_relay(&prefix, spool.path(), None).await;
+    let base = relay.base.clone();
+    let load = tokio::spawn({
+        let client = client.clone();
+        async move { post_many(&client, &base, 0..2000, 16).await }
+    });
+    // Kill while requests are being accepted and published.
+    let admin = relay.admin.clone();
+    wait_until("some visits are accepted", async || {
+        let Ok(resp) = client.get(format!("{admin}/metrics")).send().await else {
+            return false;
+        };
+        let text = resp.text().await.unwrap_or_default();
+        text.lines()
+            .find(|l| {
+                l.starts_with("kobra_relay_visits_received_total{product=\"debt_collection\"}")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .is_some_and(|n| n >= 300)
+    })
+    .await;
+    relay.kill_hard().await;
+    let (accepted, refused) = load.await.expect("load task");
+    assert!(accepted.len() >= 300, "{} accepted", accepted.len());
+    assert!(refused > 0, "the kill happened mid-load");
+
+    let restarted = start_relay(&prefix, spool.path(), None).await;
+    wait_until("the restarted relay drains its spool", async || {
+        let Ok(resp) = client
+            .get(format!("{}/readyz", restarted.admin))
+            .send()
+            .await
+        else {
+            return false;
+        };
+        resp.json::<Value>()
+            .await
+            .is_ok_and(|r| r["spool"]["entries"] == 0 && r["broker"]["connected"] == true)
+    })
+    .await;
+    let duplicates =
+        assert_all_arrive(&format!("{prefix}.visits.raw.debt_collection"), &accepted).await;
+    println!(
+        "{} accepted before SIGKILL, all delivered; {duplicates} duplicates",
+        accepted.len()
+    );
+    restarted.terminate().await;
+}
+
+#[tokio::test]
+async fn a_full_spool_refuses_with_503_and_recovers_by_itself_when_the_broker_returns() {
+    let proxy = Proxy::start(rabbitmq()).await;
+    let app = spawn_app_with(&[("AMQP_URL", &proxy.amqp_url()), ("SPOOL_MAX_BYTES", "8KiB")]).await;
+    app.wait_connected().await;
+    proxy.cut();
+    wait_until("the relay sees the outage", async || !connected(&app).await).await;
+
+    let (accepted, refused) = post_many(&app.http, &app.base, 0..40, 1).await;
+    assert!(refused > 0 && !accepted.is_empty());
+    let resp = app.post_visit(visit(99), Some(KEY)).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "5");
+    assert_eq!(app.readyz().await.0, 503, "not ready while full");
+
+    proxy.restore();
+    app.wait_spool_empty().await;
+    wait_until("ready again", async || app.readyz().await.0 == 200).await;
+    assert_eq!(app.post_visit(visit(100), Some(KEY)).await.status(), 202);
+    assert_all_arrive(
+        &format!("{}.visits.raw.debt_collection", app.prefix),
+        &accepted,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_torn_spool_tail_is_skipped_and_logged_at_start() {
+    let prefix = random_prefix();
+    let _cleanup = crate::helpers::Cleanup::new(&prefix);
+    let spool = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::Client::new();
+
+    // Accept three visits while the broker is unreachable, then stop.
+    let down = "amqp://guest:guest@127.0.0.1:1/%2f";
+    let relay = start_relay(&prefix, spool.path(), Some(down)).await;
+    let (accepted, _) = post_many(&client, &relay.base, 0..3, 1).await;
+    assert_eq!(accepted.len(), 3);
+    assert!(relay.terminate().await.success());
+
+    // A crash mid-write leaves half a record at the end of the segment.
+    let segment = std::fs::read_dir(spool.path())
+        .expect("spool dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "log")
+                && std::fs::metadata(p).is_ok_and(|m| m.len() > 0)
+        })
+        .expect("a segment with data");
+    let mut bytes = std::fs::read(&segment).expect("read");
+    bytes.extend_from_slice(b"KRS1\x40\x00\x00\x00garbage-torn");
+    std::fs::write(&segment, bytes).expect("write");
+
+    let relay = start_relay(&prefix, spool.path(), None).await;
+    relay.wait_connected().await;
+    let logs = relay.logs();
+    assert!(
+        logs.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("damaged or torn record"))),
+        "the skipped tail is logged: {logs:?}"
+    );
+    assert_all_arrive(&format!("{prefix}.visits.raw.debt_collection"), &accepted).await;
+    relay.terminate().await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_the_spool_while_the_broker_is_up_and_keeps_it_otherwise() {
+    // Broker down: what was accepted stays in the spool across the stop...
+    let spool = tempfile::tempdir().expect("tempdir");
+    let prefix = random_prefix();
+    let _cleanup = crate::helpers::Cleanup::new(&prefix);
+    let down = [("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")];
+    let app = spawn_at(&prefix, spool.path(), &down).await;
+    let (accepted, _) = post_many(&app.http, &app.base, 0..5, 1).await;
+    let started = Instant::now();
+    app.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no waiting for a broker that is down"
+    );
+
+    // ...and a restart with the broker up delivers it, then stops empty.
+    let app = spawn_at(&prefix, spool.path(), &[]).await;
+    app.wait_connected().await;
+    let more = post_many(&app.http, &app.base, 5..10, 1).await.0;
+    app.stop().await;
+    let (_, report) = kobra_relay::spool::Spool::open(spool.path(), 1 << 20).expect("reopen spool");
+    assert_eq!(report.pending, 0, "graceful stop drained the spool");
+    let all: HashSet<String> = accepted.union(&more).cloned().collect();
+    assert_all_arrive(&format!("{prefix}.visits.raw.debt_collection"), &all).await;
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real relay over real HTTP, the real RabbitMQ on
+//! 127.0.0.1:5672, each test under its own random topology prefix.
+
+mod confirm;
+mod durability;
+mod helpers;
+mod ingress;
+mod process;
+mod proxy;
+mod publish;
+mod schema;

@@ -1,0 +1,133 @@
+//! The relay as a child process (for `kill -9` and log checks).
+
+use std::{
+    path::Path,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::helpers::{AMQP_URL, KEY};
+
+/// A running `kobra-relay serve`.
+pub struct RelayProcess {
+    child: tokio::process::Child,
+    /// Ingress base URL.
+    pub base: String,
+    /// Admin base URL.
+    pub admin: String,
+    logs: Arc<Mutex<Vec<Value>>>,
+}
+
+/// Starts the binary with JSON logs and waits until it reports ready.
+pub async fn start_relay(prefix: &str, spool_dir: &Path, amqp_url: Option<&str>) -> RelayProcess {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kobra-relay"))
+        .arg("serve")
+        .env_clear()
+        .env("KOBRA_RELAY_LISTEN", "127.0.0.1:0")
+        .env("KOBRA_RELAY_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("KOBRA_RELAY_API_KEYS", format!("test:{KEY}"))
+        .env("KOBRA_RELAY_AMQP_URL", amqp_url.unwrap_or(AMQP_URL))
+        .env("KOBRA_RELAY_TOPOLOGY_PREFIX", prefix)
+        .env("KOBRA_RELAY_SPOOL_DIR", spool_dir)
+        .env("KOBRA_RELAY_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start kobra-relay");
+    let stdout = child.stdout.take().expect("stdout");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if std::env::var_os("TEST_LOG").is_some() {
+                eprintln!("{line}");
+            }
+            let parsed = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            sink.lock().expect("logs").push(parsed);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .find(|l| l["message"] == "kobra-relay ready")
+            .cloned();
+        if let Some(line) = ready {
+            return RelayProcess {
+                child,
+                base: format!("http://{}", line["ingress"].as_str().expect("ingress")),
+                admin: format!("http://{}", line["admin"].as_str().expect("admin")),
+                logs,
+            };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay did not start: {:?}",
+            logs.lock().expect("logs")
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "relay exited with {status}: {:?}",
+                logs.lock().expect("logs")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl RelayProcess {
+    /// Log lines so far, parsed.
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Waits (bounded) until the relay reports a broker connection.
+    pub async fn wait_connected(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(resp) = client.get(format!("{}/readyz", self.admin)).send().await
+                && resp
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|r| r["broker"]["connected"] == true)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay did not connect to the broker"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `kill -9`: no chance to flush or close anything.
+    pub async fn kill_hard(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        self.child.wait().await.expect("reaped");
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits within 30 s of SIGTERM")
+            .expect("reaped")
+    }
+}
