@@ -2,6 +2,7 @@
 //! 127.0.0.1:5672, each test under its own random topology prefix.
 
 mod confirm;
+mod docs;
 mod durability;
 mod helpers;
 mod ingress;

@@ -427,13 +427,33 @@ fn arb_visit() -> impl Strategy<Value = Map<String, Value>> {
         })
 }
 
+fn schema() -> &'static jsonschema::Validator {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let text = include_str!("../../../docs/schema/visit-finished.v1.json");
+        let schema: Value = serde_json::from_str(text).expect("schema is JSON");
+        jsonschema::validator_for(&schema).expect("schema compiles")
+    })
+}
+
+#[test]
+fn the_vendor_example_matches_the_shipped_schema() {
+    let body: Value = serde_json::from_str(FIXTURE).expect("fixture parses");
+    let d =
+        serde_json::to_value(normalize(&envelope(FIXTURE.as_bytes()), &body)).expect("serialize");
+    let errors: Vec<String> = schema().iter_errors(&d).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
 proptest! {
     #[test]
-    fn any_object_normalizes_and_serializes(object in arb_visit()) {
+    fn any_object_normalizes_to_a_document_the_schema_accepts(object in arb_visit()) {
         let body = Value::Object(object);
         let bytes = serde_json::to_vec(&body).expect("serialize");
         let visit = normalize(&envelope(&bytes), &body);
-        serde_json::to_vec(&visit).expect("document serializes");
+        let doc = serde_json::to_value(&visit).expect("document serializes");
+        let errors: Vec<String> = schema().iter_errors(&doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
+        prop_assert!(errors.is_empty(), "{:?}\n{}", errors, doc);
         for w in &visit.warnings {
             prop_assert!(WARNING_FIELDS.contains(&w.metric_field));
         }
