@@ -43,6 +43,16 @@ ensure_rabbitmq() {
   exit 1
 }
 
+ensure_prometheus() {
+  # The observability tests run promtool and a real Prometheus on loopback.
+  if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+    return
+  fi
+  log "installing Debian's prometheus package (promtool and the server)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 validate_asyncapi() {
   if ! command -v npm >/dev/null 2>&1; then
     log "npm not found: skipping the AsyncAPI validation of docs/asyncapi.yaml"
@@ -61,6 +71,7 @@ validate_asyncapi() {
 }
 
 ensure_rabbitmq
+ensure_prometheus
 
 log "AsyncAPI document"
 validate_asyncapi

@@ -84,6 +84,7 @@ pub struct Metrics {
     spool_entries: IntGauge,
     spool_bytes: IntGauge,
     spool_oldest_age: Gauge,
+    spool_max_bytes: IntGauge,
     broker_connected: IntGauge,
     broker_reconnects: IntCounter,
     rejected: IntCounterVec,
@@ -171,6 +172,11 @@ impl Metrics {
                 .expect("valid metric"),
             spool_bytes: IntGauge::with_opts(opts("spool_bytes", "Bytes of entries waiting in the spool."))
                 .expect("valid metric"),
+            spool_max_bytes: IntGauge::with_opts(opts(
+                "spool_max_bytes",
+                "SPOOL_MAX_BYTES: the spool refuses requests (503) beyond it; 0 in confirm mode.",
+            ))
+            .expect("valid metric"),
             spool_oldest_age: Gauge::with_opts(opts(
                 "spool_oldest_age_seconds",
                 "Age of the oldest entry waiting in the spool (0 when empty).",
@@ -221,6 +227,7 @@ impl Metrics {
             Box::new(self.spool_entries.clone()),
             Box::new(self.spool_bytes.clone()),
             Box::new(self.spool_oldest_age.clone()),
+            Box::new(self.spool_max_bytes.clone()),
             Box::new(self.broker_connected.clone()),
             Box::new(self.broker_reconnects.clone()),
             Box::new(self.rejected.clone()),
@@ -355,6 +362,12 @@ impl Metrics {
         self.duplicates_redelivered.inc_by(count);
     }
 
+    /// The spool's configured capacity.
+    pub fn spool_capacity(&self, max_bytes: u64) {
+        self.spool_max_bytes
+            .set(i64::try_from(max_bytes).unwrap_or(i64::MAX));
+    }
+
     /// Mirrors the spool's occupancy into the gauges.
     pub fn observe_spool(&self, stats: SpoolStats, now: jiff::Timestamp) {
         self.spool_entries
@@ -403,6 +416,7 @@ mod tests {
             "spool_entries",
             "spool_bytes",
             "spool_oldest_age_seconds",
+            "spool_max_bytes",
             "broker_connected",
             "broker_reconnects_total",
             "rejected_total",

@@ -105,6 +105,7 @@ impl App {
                         "spool recovered; pending visits will be published (consumers may see some twice)"
                     );
                 }
+                metrics.spool_capacity(settings.spool_max_bytes);
                 (Sink::Spool(spool), report.last_pending_seq)
             }
             Durability::Confirm => (Sink::Confirm, None),
@@ -196,11 +197,19 @@ impl App {
         let drain_stop = CancellationToken::new();
 
         let drain_task = match &state.sink {
-            Sink::Spool(spool) => Some(tokio::spawn(state.publisher.clone().drain(
-                spool.clone(),
-                recovered_up_to,
-                drain_stop.clone(),
-            ))),
+            Sink::Spool(spool) => {
+                tokio::spawn(
+                    state
+                        .publisher
+                        .clone()
+                        .watch_backlog(spool.clone(), drain_stop.clone()),
+                );
+                Some(tokio::spawn(state.publisher.clone().drain(
+                    spool.clone(),
+                    recovered_up_to,
+                    drain_stop.clone(),
+                )))
+            }
             Sink::Confirm => None,
         };
         let ingress_task = tokio::spawn(http::serve(

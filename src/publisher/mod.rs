@@ -179,6 +179,49 @@ impl Publisher {
     }
 }
 
+/// How often the spool backlog is checked for the log.
+const BACKLOG_CHECK: Duration = Duration::from_secs(30);
+/// A backlog older than this is worth a warning.
+const BACKLOG_WARN_AGE: Duration = Duration::from_secs(60);
+
+impl Publisher {
+    /// Logs the spool backlog while it grows or ages, and once when it is
+    /// drained again, until `stop` is cancelled.
+    pub async fn watch_backlog(self: Arc<Self>, spool: Spool, stop: CancellationToken) {
+        let mut previous = 0u64;
+        let mut warned = false;
+        let mut ticks = tokio::time::interval(BACKLOG_CHECK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let stats = spool.stats();
+            let age = stats
+                .oldest
+                .map(|t| jiff::Timestamp::now().duration_since(t).unsigned_abs())
+                .unwrap_or_default();
+            let growing = stats.entries > previous;
+            if stats.entries > 0 && (growing || age >= BACKLOG_WARN_AGE) {
+                tracing::warn!(
+                    entries = stats.entries,
+                    bytes = stats.bytes,
+                    oldest_age_s = age.as_secs(),
+                    growing,
+                    broker_connected = self.link.is_connected(),
+                    "spool backlog: visits are waiting for the broker"
+                );
+                warned = true;
+            } else if stats.entries == 0 && warned {
+                tracing::info!("spool backlog drained");
+                warned = false;
+            }
+            previous = stats.entries;
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum RoundEnd {
     /// The session failed; start again on the next one.

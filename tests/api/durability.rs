@@ -13,7 +13,7 @@ use lapin::options::BasicGetOptions;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ARRIVAL_TIMEOUT, KEY, TestApp, broker, random_prefix, spawn_app_with, spawn_at,
+    ARRIVAL_TIMEOUT, KEY, TestApp, broker, random_prefix, spawn_app, spawn_app_with, spawn_at,
 };
 use crate::process::start_relay;
 use crate::proxy::Proxy;
@@ -320,4 +320,122 @@ async fn shutdown_drains_the_spool_while_the_broker_is_up_and_keeps_it_otherwise
     assert_eq!(report.pending, 0, "graceful stop drained the spool");
     let all: HashSet<String> = accepted.union(&more).cloned().collect();
     assert_all_arrive(&format!("{prefix}.visits.raw.debt_collection"), &all).await;
+}
+
+#[tokio::test]
+async fn a_returned_visit_stays_in_the_spool_and_is_retried_without_holding_back_others() {
+    let app = spawn_app().await;
+    let prefix = app.prefix.clone();
+    let conn = broker().await;
+    let channel = conn.create_channel().await.expect("channel");
+    // An operator removes the unrouted queue: unknown products have nowhere to go.
+    channel
+        .queue_delete(
+            format!("{prefix}.visits.unrouted").as_str().into(),
+            Default::default(),
+        )
+        .await
+        .expect("delete unrouted queue");
+
+    assert_eq!(
+        app.post_visit(r#"{"productID": 77, "visitID": "R"}"#, Some(KEY))
+            .await
+            .status(),
+        202
+    );
+    wait_until("the return is counted", async || {
+        app.metrics()
+            .await
+            .contains(r#"kobra_relay_publish_failures_total{reason="returned"} 1"#)
+    })
+    .await;
+    let (accepted, _) = post_many(&app.http, &app.base, 0..5, 1).await;
+    assert_all_arrive(&format!("{prefix}.visits.raw.debt_collection"), &accepted).await;
+    assert_eq!(
+        app.readyz().await.1["spool"]["entries"],
+        1,
+        "the returned visit is kept"
+    );
+
+    // The operator puts the queue back: the retry delivers it.
+    let mut arguments = lapin::types::FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        lapin::types::AMQPValue::LongString(format!("{prefix}.visits.dead-letter").into()),
+    );
+    let queue = format!("{prefix}.visits.unrouted");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await
+        .expect("declare");
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            queue.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect("bind");
+    app.wait_spool_empty().await;
+    let unrouted = crate::helpers::take(&queue, 2).await;
+    assert!(
+        unrouted
+            .iter()
+            .all(|m| m.routing_key == "visit.finished.product_77")
+    );
+    let _ = conn.close(200, "done".into()).await;
+}
+
+#[tokio::test]
+async fn a_channel_closed_by_the_broker_is_rebuilt_and_the_topology_redeclared() {
+    let app = spawn_app().await;
+    let prefix = app.prefix.clone();
+    let conn = broker().await;
+    let channel = conn.create_channel().await.expect("channel");
+    // Publishing to a deleted exchange makes the broker close the relay's channel.
+    channel
+        .exchange_delete(
+            format!("{prefix}.visits.raw").as_str().into(),
+            Default::default(),
+        )
+        .await
+        .expect("delete exchange");
+    let _ = conn.close(200, "done".into()).await;
+
+    let (accepted, refused) = post_many(&app.http, &app.base, 0..10, 2).await;
+    assert_eq!(refused, 0);
+    app.wait_spool_empty().await;
+    // Reconnecting re-declared the exchange and its bindings.
+    assert_all_arrive(&format!("{prefix}.visits.debt_collection"), &accepted).await;
+    assert_all_arrive(&format!("{prefix}.visits.raw.debt_collection"), &accepted).await;
+    assert!(
+        app.metrics()
+            .await
+            .contains("kobra_relay_broker_reconnects_total 1")
+    );
+}
+
+#[tokio::test]
+async fn amqp_urls_are_tried_in_order_until_one_answers() {
+    let urls = format!(
+        "amqp://guest:guest@127.0.0.1:1/%2f,{}",
+        crate::helpers::AMQP_URL
+    );
+    let app = spawn_app_with(&[("AMQP_URL", &urls)]).await;
+    app.wait_connected().await;
+    assert_eq!(app.post_visit(visit(1), Some(KEY)).await.status(), 202);
+    crate::helpers::take(&format!("{}.visits.raw.debt_collection", app.prefix), 1).await;
 }

@@ -6,6 +6,7 @@ mod docs;
 mod durability;
 mod helpers;
 mod ingress;
+mod observability;
 mod process;
 mod proxy;
 mod publish;
