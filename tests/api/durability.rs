@@ -439,3 +439,60 @@ async fn amqp_urls_are_tried_in_order_until_one_answers() {
     assert_eq!(app.post_visit(visit(1), Some(KEY)).await.status(), 202);
     crate::helpers::take(&format!("{}.visits.raw.debt_collection", app.prefix), 1).await;
 }
+
+#[tokio::test]
+async fn shutdown_turns_unready_and_finishes_requests_already_in_flight() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let prefix = random_prefix();
+    let _cleanup = crate::helpers::Cleanup::new(&prefix);
+    let spool = tempfile::tempdir().expect("tempdir");
+    let app = spawn_at(&prefix, spool.path(), &[]).await;
+    app.wait_connected().await;
+    let body = visit(7);
+    let (head, tail) = body.as_bytes().split_at(body.len() / 2);
+    let mut stream = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /webhooks/finish-visit HTTP/1.1\r\nhost: relay\r\napi-key: {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("head");
+    stream.write_all(head).await.expect("first half");
+    // Let the relay get into the body read before the stop.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    app.begin_stop();
+    wait_until("readiness fails", async || {
+        let (status, ready) = app.readyz().await;
+        status == 503 && ready["shuttingDown"] == true
+    })
+    .await;
+    let refused = reqwest::Client::new()
+        .post(format!("{}/webhooks/finish-visit", app.base))
+        .header("api-key", KEY)
+        .body(visit(8))
+        .send()
+        .await;
+    assert!(refused.is_err(), "no new connections are accepted");
+
+    stream.write_all(tail).await.expect("second half");
+    let mut response = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut response))
+        .await
+        .expect("answered")
+        .expect("read");
+    let response = String::from_utf8_lossy(&response[..n]).into_owned();
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    app.stopped().await;
+    let message_id = response
+        .split("\"messageId\":\"")
+        .nth(1)
+        .expect("message id")
+        .split('"')
+        .next()
+        .expect("id");
+    let expected: HashSet<String> = [message_id.to_owned()].into();
+    assert_all_arrive(&format!("{prefix}.visits.raw.debt_collection"), &expected).await;
+}

@@ -215,8 +215,18 @@ impl TestApp {
     }
 
     /// Stops the relay gracefully and waits for it.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.begin_stop();
+        self.stopped().await;
+    }
+
+    /// Sends the shutdown signal without waiting.
+    pub fn begin_stop(&self) {
         self.stop.cancel();
+    }
+
+    /// Waits until the relay has stopped.
+    pub async fn stopped(mut self) {
         if let Some(task) = self.task.take() {
             task.await.expect("app task");
         }
