@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::{StreamExt, stream::FuturesUnordered};
+use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
 use lapin::{Channel, Confirmation, PublisherConfirm, options::BasicPublishOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -110,8 +110,8 @@ impl Publisher {
                 let prepared = message::prepare(envelope, &self.topology);
                 let started = Instant::now();
                 let outcome = tokio::time::timeout(self.publish_timeout, async {
-                    let confirms = start(&session.channel, &prepared).await?;
-                    finish(confirms).await
+                    let mut confirms = start_many(&session.channel, &[&prepared]).await?;
+                    finish(confirms.pop().unwrap_or_default()).await
                 })
                 .await
                 .unwrap_or(Err(PublishError::Timeout));
@@ -318,10 +318,26 @@ impl Round<'_> {
             }
             let next_due = self.retries.next_due();
             tokio::select! {
-                Some((pending, prepared, started, result)) = confirms.next(), if !confirms.is_empty() => {
-                    self.in_flight.remove(&pending.seq);
-                    if let Err(end) = self.settle(pending, prepared, started, result) {
-                        return end;
+                Some(first) = confirms.next(), if !confirms.is_empty() => {
+                    // Confirms often come in groups (multiple=true): settle all
+                    // that are ready, then refill the window in one batch.
+                    let mut ready = vec![first];
+                    while let Some(Some(next)) = confirms.next().now_or_never() {
+                        ready.push(next);
+                    }
+                    let mut confirmed = Vec::with_capacity(ready.len());
+                    let mut lost = false;
+                    for (pending, prepared, started, result) in ready {
+                        self.in_flight.remove(&pending.seq);
+                        match self.settle(pending, prepared, started, result) {
+                            Ok(Some(seq)) => confirmed.push(seq),
+                            Ok(None) => {}
+                            Err(_) => lost = true,
+                        }
+                    }
+                    self.spool.remove_many(&confirmed);
+                    if lost {
+                        return RoundEnd::SessionLost;
                     }
                 }
                 () = self.spool.appended() => {}
@@ -369,16 +385,23 @@ impl Round<'_> {
             if batch.is_empty() {
                 return Ok(());
             }
-            for pending in batch {
-                let redelivery = self.retries.attempted(pending.seq)
-                    || self.recovered_up_to.is_some_and(|r| pending.seq <= r);
-                if redelivery {
-                    self.publisher.metrics.redelivered(1);
-                }
-                let prepared = message::prepare(&pending.envelope, &self.publisher.topology);
-                let started = Instant::now();
-                let sent = start(self.channel, &prepared).await?;
-                let timeout = self.publisher.publish_timeout;
+            let prepared: Vec<(Pending, Prepared)> = batch
+                .into_iter()
+                .map(|pending| {
+                    let redelivery = self.retries.attempted(pending.seq)
+                        || self.recovered_up_to.is_some_and(|r| pending.seq <= r);
+                    if redelivery {
+                        self.publisher.metrics.redelivered(1);
+                    }
+                    let prepared = message::prepare(&pending.envelope, &self.publisher.topology);
+                    (pending, prepared)
+                })
+                .collect();
+            let started = Instant::now();
+            let visits: Vec<&Prepared> = prepared.iter().map(|(_, p)| p).collect();
+            let sent = start_many(self.channel, &visits).await?;
+            let timeout = self.publisher.publish_timeout;
+            for ((pending, prepared), sent) in prepared.into_iter().zip(sent) {
                 self.in_flight.insert(pending.seq);
                 confirms.push(Box::pin(async move {
                     let result = tokio::time::timeout(timeout, finish(sent))
@@ -391,21 +414,21 @@ impl Round<'_> {
         Ok(())
     }
 
-    /// Acts on one entry's confirms.
+    /// Acts on one entry's confirms; returns the sequence number to remove
+    /// from the spool when it was confirmed.
     fn settle(
         &mut self,
         pending: Pending,
         prepared: Prepared,
         started: Instant,
         result: Result<(), PublishError>,
-    ) -> Result<(), RoundEnd> {
+    ) -> Result<Option<u64>, RoundEnd> {
         match result {
             Ok(()) => {
-                self.spool.remove(pending.seq);
                 self.retries.forget(pending.seq);
                 self.publisher
                     .record_success(&pending.envelope, &prepared, started);
-                Ok(())
+                Ok(Some(pending.seq))
             }
             Err(error @ PublishError::Connection(_)) | Err(error @ PublishError::NotConnected) => {
                 tracing::warn!(%error, seq = pending.seq, "confirm lost with the connection; will publish again");
@@ -420,7 +443,7 @@ impl Round<'_> {
                     "broker did not take the visit; it stays in the spool and will be retried"
                 );
                 self.publisher.metrics.publish_failed(error.reason());
-                Ok(())
+                Ok(None)
             }
         }
     }
@@ -433,13 +456,21 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Sends every message of a visit (mandatory, persistent); returns their
-/// pending confirms.
-async fn start(channel: &Channel, prepared: &Prepared) -> Result<Confirms, PublishError> {
-    let mut confirms = Vec::with_capacity(prepared.messages.len());
-    for m in &prepared.messages {
-        let confirm = channel
-            .basic_publish(
+/// Sends every message of `visits` (mandatory, persistent) and returns each
+/// visit's pending confirms.
+///
+/// lapin's `basic_publish` resolves only once its IO loop has written the
+/// frames, so awaiting publishes one by one costs a thread hand-off per
+/// message. Polling them all together queues every frame at once (in order:
+/// delivery tags follow the order of first poll) and pays the hand-off once
+/// per batch.
+async fn start_many(
+    channel: &Channel,
+    visits: &[&Prepared],
+) -> Result<Vec<Confirms>, PublishError> {
+    let publishes = visits.iter().flat_map(|prepared| {
+        prepared.messages.iter().map(|m| {
+            channel.basic_publish(
                 m.exchange.as_str().into(),
                 m.routing_key.as_str().into(),
                 BasicPublishOptions {
@@ -449,11 +480,19 @@ async fn start(channel: &Channel, prepared: &Prepared) -> Result<Confirms, Publi
                 &m.body,
                 m.properties.clone(),
             )
-            .await
+        })
+    });
+    let mut sent = futures_util::future::join_all(publishes).await.into_iter();
+    let mut grouped = Vec::with_capacity(visits.len());
+    for prepared in visits {
+        let confirms = sent
+            .by_ref()
+            .take(prepared.messages.len())
+            .collect::<Result<Confirms, _>>()
             .map_err(PublishError::Connection)?;
-        confirms.push(confirm);
+        grouped.push(confirms);
     }
-    Ok(confirms)
+    Ok(grouped)
 }
 
 /// Waits for every confirm; any nack or return fails the whole visit.

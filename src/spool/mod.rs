@@ -384,38 +384,60 @@ impl Spool {
     /// Forgets a confirmed entry. Deletes its segment once nothing in it is
     /// pending. Removing an unknown sequence number is a no-op.
     pub fn remove(&self, seq: u64) {
+        self.remove_many(&[seq]);
+    }
+
+    /// Forgets confirmed entries: one `.acks` write per segment touched,
+    /// and drained segments deleted.
+    pub fn remove_many(&self, seqs: &[u64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        let mut acks: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut state = self.lock();
-        let Some(meta) = state.entries.remove(&seq) else {
-            return;
-        };
-        state.live_bytes -= meta.len;
+        for &seq in seqs {
+            let Some(meta) = state.entries.remove(&seq) else {
+                continue;
+            };
+            state.live_bytes -= meta.len;
+            if meta.cached.is_some() {
+                state.cached_bytes -= meta.len;
+            }
+            if let Some(segment) = state.segments.get_mut(&meta.segment) {
+                segment.live -= 1;
+                acks.entry(meta.segment)
+                    .or_default()
+                    .extend_from_slice(&seq.to_le_bytes());
+            }
+        }
         self.shared.full.store(false, Ordering::Release);
-        if meta.cached.is_some() {
-            state.cached_bytes -= meta.len;
-        }
         let active = state.active_segment;
-        let Some(segment) = state.segments.get_mut(&meta.segment) else {
-            return;
-        };
-        segment.live -= 1;
-        if segment.live == 0 && meta.segment != active {
-            state.segments.remove(&meta.segment);
-            drop(state);
-            self.delete_segment(meta.segment);
-            return;
+        let mut drained = Vec::new();
+        for (id, marks) in acks {
+            let Some(segment) = state.segments.get_mut(&id) else {
+                continue;
+            };
+            if segment.live == 0 && id != active {
+                state.segments.remove(&id);
+                drained.push(id);
+                continue;
+            }
+            if segment.acks.is_none() {
+                segment.acks = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(acks_path(&self.shared.dir, id))
+                    .ok();
+            }
+            if let Some(file) = &mut segment.acks
+                && let Err(e) = file.write_all(&marks)
+            {
+                tracing::warn!(error = %e, segment = id, "could not record confirmed entries; they may be delivered again after a restart");
+            }
         }
-        let dir = &self.shared.dir;
-        if segment.acks.is_none() {
-            segment.acks = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(acks_path(dir, meta.segment))
-                .ok();
-        }
-        if let Some(acks) = &mut segment.acks
-            && let Err(e) = acks.write_all(&seq.to_le_bytes())
-        {
-            tracing::warn!(error = %e, segment = meta.segment, "could not record a confirmed entry; it may be delivered again after a restart");
+        drop(state);
+        for id in drained {
+            self.delete_segment(id);
         }
     }
 
