@@ -5,9 +5,10 @@
 //! neither the key nor its length leaks through timing. Only labels leave
 //! this module (logs, headers, metrics).
 
-use sha2::{Digest, Sha256};
 use std::{collections::HashSet, fmt, sync::Arc};
 use subtle::ConstantTimeEq;
+
+use crate::visit::sha256;
 
 /// Why a request was not authenticated; the `reason` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -98,7 +99,7 @@ impl ApiKeys {
                 Some(hex_digest) => parse_digest(hex_digest)
                     .ok_or_else(|| KeySpecError::BadDigest(label.to_owned()))?,
                 None if key.is_empty() => return Err(KeySpecError::EmptyKey(label.to_owned())),
-                None => Sha256::digest(key.as_bytes()).into(),
+                None => sha256(key.as_bytes()),
             };
             entries.push(Entry {
                 label: label.into(),
@@ -130,7 +131,7 @@ impl ApiKeys {
     /// configured key matches.
     pub fn check(&self, presented: Option<&[u8]>) -> Result<Authorized, AuthError> {
         let presented = presented.ok_or(AuthError::Missing)?;
-        let digest: [u8; 32] = Sha256::digest(presented).into();
+        let digest = sha256(presented);
         let mut matched: Option<&Entry> = None;
         for entry in &self.entries {
             // Visit every entry so the time taken does not depend on which matched.
@@ -187,7 +188,7 @@ mod tests {
 
     #[test]
     fn hashed_keys_match_the_key_whose_digest_they_hold() {
-        let digest = hex::encode(Sha256::digest(b"rotate-me"));
+        let digest = hex::encode(sha256(b"rotate-me"));
         let keys = ApiKeys::parse([format!("new:sha256:{digest}").as_str()]).unwrap();
         assert_eq!(&*keys.check(Some(b"rotate-me")).unwrap().label, "new");
         assert_eq!(keys.check(Some(digest.as_bytes())), Err(AuthError::Invalid));

@@ -55,7 +55,7 @@ pub struct Prepared {
 /// Builds the messages for an envelope.
 pub fn prepare(envelope: &Envelope, topology: &Topology) -> Prepared {
     match envelope.kind {
-        Kind::Visit => match normalize::normalize_body(envelope) {
+        Kind::Visit => match normalize::normalize(envelope) {
             Ok(visit) => prepare_visit(envelope, visit, topology),
             // Unreachable for bodies the ingress classified, but a body is
             // never dropped: it goes to the rejected exchange instead.
@@ -65,7 +65,7 @@ pub fn prepare(envelope: &Envelope, topology: &Topology) -> Prepared {
     }
 }
 
-fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit, topology: &Topology) -> Prepared {
+fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit<'_>, topology: &Topology) -> Prepared {
     let product = match visit.product.id {
         Some(id) => Product::from_id(id),
         None => Product::Unknown,

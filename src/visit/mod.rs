@@ -8,11 +8,11 @@
 pub mod fields;
 pub mod normalize;
 pub mod product;
+pub mod raw;
 pub mod time;
 
 use bytes::Bytes;
 use jiff::Timestamp;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use normalize::{NormalizedVisit, Warning, normalize};
@@ -100,7 +100,7 @@ impl Envelope {
 
     /// Builds an envelope for a body already inspected.
     pub fn with_kind(receipt: Receipt, body: Bytes, kind: Kind) -> Self {
-        let digest = Sha256::digest(&body).into();
+        let digest = sha256(&body);
         Self {
             receipt,
             kind,
@@ -114,6 +114,16 @@ impl Envelope {
     pub fn message_id(&self) -> String {
         hex::encode(self.digest)
     }
+}
+
+/// SHA-256 of `bytes`. ring's implementation uses the CPU's SIMD and SHA
+/// extensions (several times faster than a portable one on a 3 KB body),
+/// and ring is already in the build for TLS.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 /// What the ingress learns from a body in one pass: how to relay it, and

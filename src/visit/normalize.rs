@@ -5,12 +5,18 @@
 //! its content. Top-level fields this module does not know land in `extra`
 //! verbatim, and every checklist answer keeps its `rawValue`, so nothing sent
 //! is lost between the raw and the normalized message.
+//!
+//! The body is parsed once into borrowed raw members ([`RawObject`]); only
+//! the small scalars the document types are parsed further, and everything
+//! copied verbatim is copied as the sender's bytes. The document borrows
+//! from the envelope and is serialized straight away.
 
 use serde::Serialize;
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value, value::RawValue};
 
 use super::fields::{self, Read};
 use super::product::Product;
+use super::raw::{self, RawObject};
 use super::time::{self, VisitTime};
 use super::{Envelope, json_type_name};
 
@@ -18,9 +24,9 @@ use super::{Envelope, json_type_name};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// The normalized visit (schema version 1).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NormalizedVisit {
+pub struct NormalizedVisit<'a> {
     /// Always [`SCHEMA_VERSION`].
     pub schema_version: u32,
     /// Always `"visit.finished"`.
@@ -72,13 +78,13 @@ pub struct NormalizedVisit {
     /// End minus start, when both parse.
     pub duration_seconds: Option<i64>,
     /// Questions and answers, ordered by `order`.
-    pub checklist: Vec<Question>,
-    /// Phones as sent.
-    pub phones: Value,
-    /// Emails as sent.
-    pub emails: Value,
+    pub checklist: Vec<Question<'a>>,
+    /// Phones as sent (null when absent).
+    pub phones: Option<&'a RawValue>,
+    /// Emails as sent (null when absent).
+    pub emails: Option<&'a RawValue>,
     /// Every top-level field not listed above, verbatim.
-    pub extra: Map<String, Value>,
+    pub extra: RawObject<'a>,
     /// What could not be read, field by field.
     pub warnings: Vec<Warning>,
 }
@@ -113,9 +119,9 @@ pub struct Location {
 }
 
 /// One checklist question.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Question {
+pub struct Question<'a> {
     /// `questionID`: integer, or a string when not an integer.
     pub question_id: Value,
     /// `questionName`.
@@ -123,13 +129,13 @@ pub struct Question {
     /// Position; integer, string or null.
     pub order: Value,
     /// Answers, ordered by `order`.
-    pub answers: Vec<Answer>,
+    pub answers: Vec<Answer<'a>>,
 }
 
 /// One checklist answer.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Answer {
+pub struct Answer<'a> {
     /// `answerID`.
     pub answer_id: Value,
     /// `answerTypeID`.
@@ -143,8 +149,8 @@ pub struct Answer {
     pub order: Value,
     /// The value typed by `type`.
     pub value: Value,
-    /// The vendor's value, untouched.
-    pub raw_value: Value,
+    /// The vendor's value, untouched (null when absent).
+    pub raw_value: Option<&'a RawValue>,
 }
 
 /// A field that could not be read as documented.
@@ -214,37 +220,29 @@ const KNOWN_KEYS: [(&str, &str); 22] = [
 /// The page's spellings, read when the example's spelling is absent.
 const ALTERNATE_KEYS: [(&str, &str); 2] = [("visitId", "visitID"), ("Ing", "lng")];
 
-/// Normalizes an accepted visit. `body` must be the envelope's parsed body;
-/// a non-object yields a document whose fields are all null.
-pub fn normalize(envelope: &Envelope, body: &Value) -> NormalizedVisit {
-    let empty = Map::new();
-    let object = body.as_object().unwrap_or(&empty);
-    let mut reader = Reader::new(object);
-    reader.read(envelope)
-}
-
-/// Parses the envelope's body and normalizes it.
+/// Normalizes an accepted visit from its body.
 ///
 /// # Errors
-/// The body is not JSON (the ingress only lets JSON objects through as visits).
-pub fn normalize_body(envelope: &Envelope) -> Result<NormalizedVisit, serde_json::Error> {
-    let body: Value = serde_json::from_slice(&envelope.body)?;
-    Ok(normalize(envelope, &body))
+/// The body is not a JSON object (the ingress only lets objects through as
+/// visits; anything else is relayed as rejected).
+pub fn normalize(envelope: &Envelope) -> Result<NormalizedVisit<'_>, serde_json::Error> {
+    let object: RawObject<'_> = serde_json::from_slice(&envelope.body)?;
+    Ok(Reader::new(&object).read(envelope))
 }
 
 /// Reads one object, collecting warnings and the keys left for `extra`.
-struct Reader<'a> {
-    object: &'a Map<String, Value>,
+struct Reader<'o, 'a> {
+    object: &'o RawObject<'a>,
     warnings: Vec<Warning>,
-    extra: Map<String, Value>,
+    extra: RawObject<'a>,
 }
 
-impl<'a> Reader<'a> {
-    fn new(object: &'a Map<String, Value>) -> Self {
+impl<'o, 'a> Reader<'o, 'a> {
+    fn new(object: &'o RawObject<'a>) -> Self {
         Self {
             object,
             warnings: Vec::new(),
-            extra: Map::new(),
+            extra: RawObject::default(),
         }
     }
 
@@ -265,18 +263,16 @@ impl<'a> Reader<'a> {
     /// else the page's. When both are present, the example's spelling wins
     /// and the other goes to `extra` (see `collect_extra`).
     fn sent_key(&self, key: &'static str) -> &'static str {
-        if self.object.contains_key(key) {
+        if self.object.contains(key) {
             return key;
         }
         ALTERNATE_KEYS
             .iter()
-            .find(|(alternate, canonical)| {
-                *canonical == key && self.object.contains_key(*alternate)
-            })
+            .find(|(alternate, canonical)| *canonical == key && self.object.contains(alternate))
             .map_or(key, |(alternate, _)| *alternate)
     }
 
-    fn get(&self, key: &'static str) -> Option<&'a Value> {
+    fn get(&self, key: &'static str) -> Option<&'a RawValue> {
         self.object.get(self.sent_key(key))
     }
 
@@ -288,8 +284,8 @@ impl<'a> Reader<'a> {
         read: impl Fn(&Value) -> Read<T>,
     ) -> Option<T> {
         let sent_key = self.sent_key(key);
-        let value = self.object.get(sent_key)?;
-        match read(value) {
+        let value = raw::value(self.object.get(sent_key)?);
+        match read(&value) {
             Ok(v) => v,
             Err(message) => {
                 self.warn(sent_key, metric_field, message);
@@ -298,10 +294,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn read(&mut self, envelope: &Envelope) -> NormalizedVisit {
+    fn read(&mut self, envelope: &Envelope) -> NormalizedVisit<'a> {
         self.collect_extra();
 
-        let (product, product_problem) = Product::from_json(self.get("productID"));
+        let product_id = self.get("productID").map(raw::value);
+        let (product, product_problem) = Product::from_json(product_id.as_ref());
         if let Some(problem) = product_problem {
             self.warn("productID", "product", problem);
         }
@@ -360,8 +357,8 @@ impl<'a> Reader<'a> {
             ended_at_local: ended.as_ref().map(|t| time::format_local(t.local)),
             duration_seconds,
             checklist: self.checklist(),
-            phones: self.get("phones").cloned().unwrap_or(Value::Null),
-            emails: self.get("emails").cloned().unwrap_or(Value::Null),
+            phones: self.get("phones"),
+            emails: self.get("emails"),
             extra: std::mem::take(&mut self.extra),
             warnings: std::mem::take(&mut self.warnings),
         }
@@ -369,12 +366,12 @@ impl<'a> Reader<'a> {
 
     /// Moves unknown keys, and the losing spelling of a duplicated field, to `extra`.
     fn collect_extra(&mut self) {
-        for (key, value) in self.object {
-            if KNOWN_KEYS.iter().any(|(k, _)| k == key) {
+        for (key, value) in self.object.iter() {
+            if KNOWN_KEYS.iter().any(|(k, _)| *k == key) {
                 continue;
             }
-            if let Some((alternate, canonical)) = ALTERNATE_KEYS.iter().find(|(a, _)| a == key) {
-                if !self.object.contains_key(*canonical) {
+            if let Some((alternate, canonical)) = ALTERNATE_KEYS.iter().find(|(a, _)| *a == key) {
+                if !self.object.contains(canonical) {
                     continue;
                 }
                 let metric_field = if *canonical == "lng" {
@@ -390,7 +387,7 @@ impl<'a> Reader<'a> {
                     ),
                 );
             }
-            self.extra.insert(key.clone(), value.clone());
+            self.extra.push(key, value);
         }
     }
 
@@ -433,63 +430,68 @@ impl<'a> Reader<'a> {
         None
     }
 
-    fn checklist(&mut self) -> Vec<Question> {
-        let items = match self.get("checklist") {
-            None | Some(Value::Null) => return Vec::new(),
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                let message = format!("expected an array, got {}", json_type_name(other));
-                self.warn("checklist", "checklist", message);
-                return Vec::new();
-            }
+    fn checklist(&mut self) -> Vec<Question<'a>> {
+        let Some(sent) = self.get("checklist").filter(|v| !raw::is_null(v)) else {
+            return Vec::new();
+        };
+        let Some(items) = raw::array(sent) else {
+            let message = format!(
+                "expected an array, got {}",
+                json_type_name(&raw::value(sent))
+            );
+            self.warn("checklist", "checklist", message);
+            return Vec::new();
         };
         let mut questions = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let Value::Object(q) = item else {
-                let message = format!("expected an object, got {}", json_type_name(item));
+        for (i, item) in items.into_iter().enumerate() {
+            let Some(q) = RawObject::parse(item) else {
+                let message = format!(
+                    "expected an object, got {}",
+                    json_type_name(&raw::value(item))
+                );
                 self.warn(format!("checklist[{i}]"), "checklist", message);
                 continue;
             };
-            questions.push(self.question(i, q));
+            questions.push(self.question(i, &q));
         }
         sort_by_order(&mut questions, |q| &q.order);
         questions
     }
 
-    fn question(&mut self, index: usize, q: &Map<String, Value>) -> Question {
+    fn question(&mut self, index: usize, q: &RawObject<'a>) -> Question<'a> {
         let path = format!("checklist[{index}]");
-        let answers = match q.get("answers") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => {
-                let mut answers = Vec::with_capacity(items.len());
-                for (j, item) in items.iter().enumerate() {
-                    let answer_path = format!("{path}.answers[{j}]");
-                    match item {
-                        Value::Object(a) => answers.push(self.answer(&answer_path, a)),
-                        other => {
-                            let message =
-                                format!("expected an object, got {}", json_type_name(other));
-                            self.warn(answer_path, "checklist", message);
+        let answers = match q.get("answers").filter(|v| !raw::is_null(v)) {
+            None => Vec::new(),
+            Some(sent) => match raw::array(sent) {
+                Some(items) => {
+                    let mut answers = Vec::with_capacity(items.len());
+                    for (j, item) in items.into_iter().enumerate() {
+                        let answer_path = format!("{path}.answers[{j}]");
+                        match RawObject::parse(item) {
+                            Some(a) => answers.push(self.answer(&answer_path, &a)),
+                            None => {
+                                let message = format!(
+                                    "expected an object, got {}",
+                                    json_type_name(&raw::value(item))
+                                );
+                                self.warn(answer_path, "checklist", message);
+                            }
                         }
                     }
+                    sort_by_order(&mut answers, |a| &a.order);
+                    answers
                 }
-                sort_by_order(&mut answers, |a| &a.order);
-                answers
-            }
-            Some(other) => {
-                let message = format!("expected an array, got {}", json_type_name(other));
-                self.warn(format!("{path}.answers"), "checklist", message);
-                Vec::new()
-            }
+                None => {
+                    let message = format!(
+                        "expected an array, got {}",
+                        json_type_name(&raw::value(sent))
+                    );
+                    self.warn(format!("{path}.answers"), "checklist", message);
+                    Vec::new()
+                }
+            },
         };
-        let question = match q.get("questionName").map(fields::text) {
-            None | Some(Ok(None)) => None,
-            Some(Ok(Some(text))) => Some(text),
-            Some(Err(message)) => {
-                self.warn(format!("{path}.questionName"), "checklist", message);
-                None
-            }
-        };
+        let question = self.nested_text(q, "questionName", &path);
         Question {
             question_id: id_of(q, "questionID"),
             question,
@@ -498,25 +500,21 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn answer(&mut self, path: &str, a: &Map<String, Value>) -> Answer {
+    fn answer(&mut self, path: &str, a: &RawObject<'a>) -> Answer<'a> {
         let type_id = id_of(a, "answerTypeID");
         let answer_type = AnswerType::from_id(&type_id);
-        let raw_value = a.get("value").cloned().unwrap_or(Value::Null);
-        let value = match answer_type.typed(&raw_value) {
-            Ok(v) => v,
-            Err(message) => {
-                self.warn(format!("{path}.value"), "checklist", message);
-                Value::Null
-            }
+        let raw_value = a.get("value");
+        let value = match raw_value.map(raw::value) {
+            None => Value::Null,
+            Some(sent) => match answer_type.typed(&sent) {
+                Ok(v) => v,
+                Err(message) => {
+                    self.warn(format!("{path}.value"), "checklist", message);
+                    Value::Null
+                }
+            },
         };
-        let name = match a.get("answerName").map(fields::text) {
-            None | Some(Ok(None)) => None,
-            Some(Ok(Some(text))) => Some(text),
-            Some(Err(message)) => {
-                self.warn(format!("{path}.answerName"), "checklist", message);
-                None
-            }
-        };
+        let name = self.nested_text(a, "answerName", path);
         Answer {
             answer_id: id_of(a, "answerID"),
             type_id,
@@ -527,12 +525,24 @@ impl<'a> Reader<'a> {
             raw_value,
         }
     }
+
+    /// A text member of a checklist object, with a warning when unreadable.
+    fn nested_text(&mut self, object: &RawObject<'a>, key: &str, path: &str) -> Option<String> {
+        match object.get(key).map(|v| fields::text(&raw::value(v))) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(text))) => Some(text),
+            Some(Err(message)) => {
+                self.warn(format!("{path}.{key}"), "checklist", message);
+                None
+            }
+        }
+    }
 }
 
-fn id_of(object: &Map<String, Value>, key: &str) -> Value {
+fn id_of(object: &RawObject<'_>, key: &str) -> Value {
     object
         .get(key)
-        .map(fields::integer_or_string)
+        .map(|v| fields::integer_or_string(&raw::value(v)))
         .unwrap_or(Value::Null)
 }
 

@@ -1,8 +1,8 @@
 //! End to end: POST -> spool -> RabbitMQ -> what a consumer reads.
 
+use kobra_relay::visit::sha256;
 use lapin::types::AMQPValue;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::helpers::{FIXTURE, KEY, Received, assert_stays_empty, spawn_app, take};
 use crate::schema::assert_matches_schema;
@@ -63,7 +63,7 @@ async fn the_vendor_example_reaches_both_debt_collection_queues_as_the_contract_
         request_id, receipt_id,
         "without a caller id, the receipt id is the request id"
     );
-    let message_id = hex::encode(Sha256::digest(FIXTURE));
+    let message_id = hex::encode(sha256(FIXTURE));
     assert_eq!(ack["messageId"], message_id.as_str());
 
     let raw = take(&format!("{}.visits.raw.debt_collection", app.prefix), 1)

@@ -1,7 +1,8 @@
 use super::*;
-use crate::visit::Receipt;
+use crate::visit::{Receipt, raw};
 use bytes::Bytes;
 use proptest::prelude::*;
+use serde_json::Map;
 use serde_json::json;
 
 const FIXTURE: &str = include_str!("../../../tests/fixtures/finish-visit-example.json");
@@ -20,7 +21,7 @@ fn envelope(body: &[u8]) -> Envelope {
 fn doc(body: &Value) -> Value {
     let bytes = serde_json::to_vec(body).expect("serialize");
     let env = envelope(&bytes);
-    serde_json::to_value(normalize(&env, body)).expect("serialize")
+    serde_json::to_value(normalize(&env).expect("an object")).expect("serialize")
 }
 
 fn warned_fields(doc: &Value) -> Vec<String> {
@@ -34,9 +35,8 @@ fn warned_fields(doc: &Value) -> Vec<String> {
 
 #[test]
 fn the_vendor_example_normalizes_cleanly() {
-    let body: Value = serde_json::from_str(FIXTURE).expect("fixture parses");
     let env = envelope(FIXTURE.as_bytes());
-    let d = serde_json::to_value(normalize(&env, &body)).expect("serialize");
+    let d = serde_json::to_value(normalize(&env).expect("an object")).expect("serialize");
 
     assert_eq!(d["schemaVersion"], 1);
     assert_eq!(d["event"], "visit.finished");
@@ -339,7 +339,8 @@ fn every_warning_has_a_bounded_metric_field() {
         "client": [], "comment": {}, "tagName": [], "cancellationReason": {}, "visitType": [], "agent": []
     });
     let bytes = serde_json::to_vec(&body).expect("serialize");
-    let visit = normalize(&envelope(&bytes), &body);
+    let env = envelope(&bytes);
+    let visit = normalize(&env).expect("an object");
     assert!(visit.warnings.len() >= 19, "{:?}", visit.warnings);
     for w in &visit.warnings {
         assert!(WARNING_FIELDS.contains(&w.metric_field), "{w:?}");
@@ -438,9 +439,8 @@ fn schema() -> &'static jsonschema::Validator {
 
 #[test]
 fn the_vendor_example_matches_the_shipped_schema() {
-    let body: Value = serde_json::from_str(FIXTURE).expect("fixture parses");
-    let d =
-        serde_json::to_value(normalize(&envelope(FIXTURE.as_bytes()), &body)).expect("serialize");
+    let env = envelope(FIXTURE.as_bytes());
+    let d = serde_json::to_value(normalize(&env).expect("an object")).expect("serialize");
     let errors: Vec<String> = schema().iter_errors(&d).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
@@ -450,7 +450,8 @@ proptest! {
     fn any_object_normalizes_to_a_document_the_schema_accepts(object in arb_visit()) {
         let body = Value::Object(object);
         let bytes = serde_json::to_vec(&body).expect("serialize");
-        let visit = normalize(&envelope(&bytes), &body);
+        let env = envelope(&bytes);
+        let visit = normalize(&env).expect("an object");
         let doc = serde_json::to_value(&visit).expect("document serializes");
         let errors: Vec<String> = schema().iter_errors(&doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
         prop_assert!(errors.is_empty(), "{:?}\n{}", errors, doc);
@@ -463,24 +464,47 @@ proptest! {
     fn unknown_fields_survive_in_extra_and_answers_keep_raw_values(object in arb_visit()) {
         let body = Value::Object(object.clone());
         let bytes = serde_json::to_vec(&body).expect("serialize");
-        let visit = normalize(&envelope(&bytes), &body);
+        let env = envelope(&bytes);
+        let visit = normalize(&env).expect("an object");
         for (key, value) in &object {
-            let read_directly = KNOWN_KEYS.iter().any(|(k, _)| k == key)
-                || ALTERNATE_KEYS.iter().any(|(alt, canonical)| alt == key && !object.contains_key(*canonical));
+            let read_directly = KNOWN_KEYS.iter().any(|(k, _)| *k == key)
+                || ALTERNATE_KEYS.iter().any(|(alt, canonical)| *alt == key && !object.contains_key(*canonical));
             if !read_directly {
-                prop_assert_eq!(visit.extra.get(key), Some(value));
+                let kept = visit.extra.get(key).map(raw::value);
+                prop_assert_eq!(kept.as_ref(), Some(value));
             }
         }
         if let Some(Value::Array(questions)) = object.get("checklist") {
             let sent: usize = questions.iter().map(|q| q["answers"].as_array().map_or(0, Vec::len)).sum();
-            let kept: Vec<&Value> = visit.checklist.iter().flat_map(|q| &q.answers).map(|a| &a.raw_value).collect();
+            let kept: Vec<Value> = visit
+                .checklist
+                .iter()
+                .flat_map(|q| &q.answers)
+                .map(|a| a.raw_value.map(raw::value).unwrap_or(Value::Null))
+                .collect();
             prop_assert_eq!(kept.len(), sent);
             for q in questions {
                 for a in q["answers"].as_array().into_iter().flatten() {
-                    let raw = a.get("value").unwrap_or(&Value::Null);
-                    prop_assert!(kept.contains(&raw));
+                    let sent = a.get("value").unwrap_or(&Value::Null);
+                    prop_assert!(kept.contains(sent));
                 }
             }
         }
     }
+}
+
+#[test]
+fn extra_and_raw_values_carry_the_senders_bytes() {
+    let body = br#"{"productID":1,"score":1.50,"note":"caf\u00e9","checklist":[{"answers":[{"answerTypeID":1,"value":"caf\u00e9"},{"answerTypeID":3,"value":2.50}]}]}"#;
+    let env = envelope(body);
+    let document = serde_json::to_string(&normalize(&env).expect("an object")).expect("serialize");
+    assert!(
+        document.contains(r#""extra":{"score":1.50,"note":"caf\u00e9"}"#),
+        "{document}"
+    );
+    assert!(document.contains(r#""rawValue":"caf\u00e9""#), "{document}");
+    assert!(
+        document.contains(r#""value":2.50,"rawValue":2.50"#),
+        "{document}"
+    );
 }

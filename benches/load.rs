@@ -1,0 +1,616 @@
+//! End-to-end benchmark: the release relay against the local RabbitMQ,
+//! measured against the broker's own ceiling in the same run.
+//!
+//! Run with `scripts/bench.sh` (or `cargo bench --bench load -- [--quick]`
+//! after `cargo build --release`). For each queue type it measures:
+//!
+//! - the **broker ceiling**: a tight lapin publisher sending the same two
+//!   persistent messages per visit, with a confirm window, into the same
+//!   topology;
+//! - the **relay** in `spool` and `confirm` mode: POST load at fixed
+//!   concurrency over keep-alive connections with distinct visit ids; accepted
+//!   requests/s, ack latency, confirmed visits/s, end-to-end latency, peak RSS,
+//!   CPU per 1,000 visits, start-to-ready; and it checks that every accepted
+//!   visit reached its queues, so a fast but lossy run cannot pass.
+//!
+//! Then it sweeps concurrency and payload size in spool mode, and measures
+//! the ack latency at half the maximum rate. All figures of one table come
+//! from one run; compare ratios, not absolute numbers, across machines.
+
+use std::{
+    net::SocketAddr,
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, stream::FuturesUnordered};
+use http_body_util::{BodyExt, Full};
+use kobra_relay::{
+    config::QueueType,
+    publisher::{link::declare, message, topology::Topology},
+    visit::{Envelope, Product, Receipt},
+};
+use lapin::{
+    Connection, ConnectionProperties,
+    options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
+    },
+};
+
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const KEY: &str = "bench-key";
+const FIXTURE: &[u8] = include_bytes!("../tests/fixtures/finish-visit-example.json");
+const CONFIRM_WINDOW: usize = 512;
+
+struct Options {
+    visits: usize,
+    concurrency: usize,
+    sweeps: bool,
+}
+
+fn options() -> Options {
+    let quick = std::env::args().any(|a| a == "--quick");
+    Options {
+        visits: if quick { 2_000 } else { 10_000 },
+        concurrency: 32,
+        sweeps: !quick,
+    }
+}
+
+/// The vendor's example with a distinct visit id and, optionally, padding
+/// up to `size` bytes.
+fn body(n: usize, size: Option<usize>) -> Bytes {
+    let mut value: serde_json::Value = serde_json::from_slice(FIXTURE).expect("fixture");
+    value["visitID"] = format!("BENCH-{n:08}").into();
+    let mut text = serde_json::to_string(&value).expect("json");
+    if let Some(size) = size
+        && size > text.len() + 16
+    {
+        let pad = size - text.len() - 12;
+        text.insert_str(1, &format!("\"pad\":\"{}\",", "x".repeat(pad)));
+    }
+    Bytes::from(text)
+}
+
+fn random_prefix() -> String {
+    format!("bench-{}", uuid::Uuid::now_v7().simple())
+}
+
+async fn broker() -> Connection {
+    Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ on 127.0.0.1:5672 (scripts/bench.sh starts it)")
+}
+
+async fn delete_topology(topology: &Topology) {
+    let conn = broker().await;
+    for q in topology.queues() {
+        let ch = conn.create_channel().await.expect("channel");
+        let _ = ch
+            .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for e in topology.exchanges() {
+        let ch = conn.create_channel().await.expect("channel");
+        let _ = ch
+            .exchange_delete(e.name.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = conn.close(200, "bench".into()).await;
+}
+
+async fn depth(conn: &Connection, queue: &str) -> u32 {
+    let ch = conn.create_channel().await.expect("channel");
+    let options = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare(queue.into(), options, Default::default())
+        .await
+        .expect("queue exists");
+    let _ = ch.close(200, "bench".into()).await;
+    q.message_count()
+}
+
+/// Waits until both product queues hold `expected` messages; returns when.
+async fn wait_delivered(topology: &Topology, expected: usize) -> (Instant, u32, u32) {
+    let conn = broker().await;
+    let normalized = topology.product_queue(Product::DebtCollection);
+    let raw = topology.raw_product_queue(Product::DebtCollection);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (n, r) = (depth(&conn, &normalized).await, depth(&conn, &raw).await);
+        if (n as usize >= expected && r as usize >= expected) || Instant::now() > deadline {
+            let _ = conn.close(200, "bench".into()).await;
+            return (Instant::now(), n, r);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Visits/s of a tight publisher with a confirm window: the broker's ceiling.
+async fn broker_ceiling(queue_type: QueueType, visits: usize) -> f64 {
+    let topology = Topology::new(&random_prefix(), queue_type, true);
+    let conn = broker().await;
+    let channel = conn.create_channel().await.expect("channel");
+    declare(&channel, &topology).await.expect("declare");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let prepared: Vec<_> = (0..visits)
+        .map(|n| {
+            let envelope = Envelope::new(
+                Receipt {
+                    id: uuid::Uuid::now_v7(),
+                    received_at: jiff::Timestamp::now(),
+                    key_label: "bench".into(),
+                },
+                body(n, None),
+            );
+            message::prepare(&envelope, &topology)
+        })
+        .collect();
+    let started = Instant::now();
+    let mut in_flight = FuturesUnordered::new();
+    for visit in &prepared {
+        while in_flight.len() >= CONFIRM_WINDOW {
+            in_flight.next().await;
+        }
+        let mut confirms = Vec::with_capacity(2);
+        for m in &visit.messages {
+            let options = BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            };
+            let confirm = channel
+                .basic_publish(
+                    m.exchange.as_str().into(),
+                    m.routing_key.as_str().into(),
+                    options,
+                    &m.body,
+                    m.properties.clone(),
+                )
+                .await
+                .expect("publish");
+            confirms.push(confirm);
+        }
+        in_flight.push(async move {
+            for c in confirms {
+                assert!(c.await.expect("confirm").is_ack(), "broker nacked");
+            }
+        });
+    }
+    while in_flight.next().await.is_some() {}
+    let elapsed = started.elapsed();
+    let _ = conn.close(200, "bench".into()).await;
+    let (_, n, r) = wait_delivered(&topology, visits).await;
+    assert_eq!(
+        (n as usize, r as usize),
+        (visits, visits),
+        "ceiling run lost messages"
+    );
+    delete_topology(&topology).await;
+    visits as f64 / elapsed.as_secs_f64()
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+struct Relay {
+    child: std::process::Child,
+    ingress: SocketAddr,
+    admin: SocketAddr,
+    start_to_ready: Duration,
+    _spool: tempfile::TempDir,
+}
+
+impl Relay {
+    async fn start(topology_prefix: &str, queue_type: QueueType, durability: &str) -> Self {
+        let spool = tempfile::tempdir().expect("tempdir");
+        let (ingress, admin) = (free_addr(), free_addr());
+        let binary =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/kobra-relay");
+        let started = Instant::now();
+        let child = std::process::Command::new(&binary)
+            .env_clear()
+            .env("KOBRA_RELAY_LISTEN", ingress.to_string())
+            .env("KOBRA_RELAY_ADMIN_LISTEN", admin.to_string())
+            .env("KOBRA_RELAY_API_KEYS", format!("bench:{KEY}"))
+            .env("KOBRA_RELAY_AMQP_URL", AMQP_URL)
+            .env("KOBRA_RELAY_TOPOLOGY_PREFIX", topology_prefix)
+            .env("KOBRA_RELAY_QUEUE_TYPE", queue_type.as_str())
+            .env("KOBRA_RELAY_DURABILITY", durability)
+            .env("KOBRA_RELAY_SPOOL_DIR", spool.path())
+            .env("KOBRA_RELAY_MAX_BODY_BYTES", "2MiB")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "start {} (cargo build --release first): {e}",
+                    binary.display()
+                )
+            });
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut start_to_ready = None;
+        loop {
+            if let Ok(resp) = client.get(format!("http://{admin}/readyz")).send().await {
+                start_to_ready.get_or_insert(started.elapsed());
+                let ready: serde_json::Value = resp.json().await.unwrap_or_default();
+                if ready["broker"]["connected"] == true {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "relay did not become ready");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Self {
+            child,
+            ingress,
+            admin,
+            start_to_ready: start_to_ready.expect("ready"),
+            _spool: spool,
+        }
+    }
+
+    /// Peak resident memory (VmHWM) in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// User + system CPU seconds so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15 of /proc/pid/stat (11 and 12 after the name).
+        (ticks(11) + ticks(12)) / clock_ticks()
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Quantile of a Prometheus histogram in the exposition, interpolated in
+/// its bucket (so only as fine as the buckets).
+fn histogram_quantile(metrics: &str, name: &str, q: f64) -> f64 {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total == 0.0 {
+        return 0.0;
+    }
+    let rank = q * total;
+    let mut previous = (0.0, 0.0);
+    for &(le, count) in &buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return previous.0;
+            }
+            let within = if count > previous.1 {
+                (rank - previous.1) / (count - previous.1)
+            } else {
+                1.0
+            };
+            return previous.0 + (le - previous.0) * within;
+        }
+        previous = (le, count);
+    }
+    previous.0
+}
+
+struct LoadResult {
+    accepted: usize,
+    refused: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+/// Sends `visits` POSTs from `concurrency` keep-alive connections. With a
+/// `rate` (requests/s over all connections), each connection paces itself.
+async fn load(
+    ingress: SocketAddr,
+    visits: usize,
+    concurrency: usize,
+    size: Option<usize>,
+    rate: Option<f64>,
+    first: usize,
+) -> LoadResult {
+    let bodies: Arc<Vec<Bytes>> = Arc::new((0..visits).map(|n| body(first + n, size)).collect());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let bodies = bodies.clone();
+            let next = next.clone();
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(ingress)
+                    .await
+                    .expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .expect("handshake");
+                tokio::spawn(conn);
+                let mut pace = rate.map(|r| {
+                    let mut interval =
+                        tokio::time::interval(Duration::from_secs_f64(concurrency as f64 / r));
+                    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    interval
+                });
+                let (mut accepted, mut refused, mut latencies) = (0, 0, Vec::new());
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(body) = bodies.get(n) else { break };
+                    if let Some(pace) = &mut pace {
+                        pace.tick().await;
+                    }
+                    let request = hyper::Request::post("/webhooks/finish-visit")
+                        .header("host", "relay")
+                        .header("api-key", KEY)
+                        .header("content-type", "application/json")
+                        .body(Full::new(body.clone()))
+                        .expect("request");
+                    let sent = Instant::now();
+                    sender.ready().await.expect("connection ready");
+                    let response = sender.send_request(request).await.expect("response");
+                    let status = response.status();
+                    let _ = response.into_body().collect().await;
+                    latencies.push(sent.elapsed());
+                    if status == 202 {
+                        accepted += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+                (accepted, refused, latencies)
+            })
+        })
+        .collect();
+    let mut result = LoadResult {
+        accepted: 0,
+        refused: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::with_capacity(visits),
+    };
+    for worker in workers {
+        let (a, r, l) = worker.await.expect("worker");
+        result.accepted += a;
+        result.refused += r;
+        result.latencies.extend(l);
+    }
+    result.elapsed = started.elapsed();
+    result.latencies.sort_unstable();
+    result
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+struct RelayRun {
+    accepted_per_s: f64,
+    confirmed_visits_per_s: f64,
+    load: LoadResult,
+    e2e_p50: f64,
+    e2e_p99: f64,
+    rss_mib: f64,
+    cpu_per_1000: f64,
+    start_to_ready: Duration,
+    delivered: (u32, u32),
+}
+
+async fn relay_run(
+    queue_type: QueueType,
+    durability: &str,
+    visits: usize,
+    concurrency: usize,
+    size: Option<usize>,
+    rate: Option<f64>,
+) -> RelayRun {
+    let prefix = random_prefix();
+    let topology = Topology::new(&prefix, queue_type, true);
+    let relay = Relay::start(&prefix, queue_type, durability).await;
+    let cpu_before = relay.cpu_seconds();
+    let started = Instant::now();
+    let load = load(relay.ingress, visits, concurrency, size, rate, 0).await;
+    let (delivered_at, n, r) = wait_delivered(&topology, load.accepted).await;
+    let metrics = relay.metrics().await;
+    let run = RelayRun {
+        accepted_per_s: load.accepted as f64 / load.elapsed.as_secs_f64(),
+        confirmed_visits_per_s: load.accepted as f64 / (delivered_at - started).as_secs_f64(),
+        e2e_p50: histogram_quantile(&metrics, "kobra_relay_end_to_end_seconds", 0.5),
+        e2e_p99: histogram_quantile(&metrics, "kobra_relay_end_to_end_seconds", 0.99),
+        rss_mib: relay.peak_rss_mib(),
+        cpu_per_1000: (relay.cpu_seconds() - cpu_before) * 1000.0 / visits as f64,
+        start_to_ready: relay.start_to_ready,
+        delivered: (n, r),
+        load,
+    };
+    relay.stop();
+    delete_topology(&topology).await;
+    assert_eq!(run.load.refused, 0, "the relay refused requests");
+    assert!(
+        run.delivered.0 as usize >= run.load.accepted
+            && run.delivered.1 as usize >= run.load.accepted,
+        "lost visits: {} accepted, {:?} delivered",
+        run.load.accepted,
+        run.delivered
+    );
+    run
+}
+
+#[tokio::main]
+async fn main() {
+    let opts = options();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("# kobra-relay benchmark");
+    println!();
+    println!(
+        "{} visits per run (vendor example, {} B), concurrency {}, {} cores shared by relay, broker and load generator.",
+        opts.visits,
+        FIXTURE.len(),
+        opts.concurrency,
+        cores
+    );
+    println!();
+    println!(
+        "| queues | mode | ceiling visits/s | accepted req/s | confirmed visits/s | relay ÷ ceiling | ack p50 ms | p90 | p99 | max | e2e p50 ms | e2e p99 ms | peak RSS MiB | CPU s / 1k visits | start→ready ms | delivered |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let mut max_spool_rate = 0.0f64;
+    for queue_type in [QueueType::Quorum, QueueType::Classic] {
+        let ceiling = broker_ceiling(queue_type, opts.visits).await;
+        for durability in ["spool", "confirm"] {
+            let run = relay_run(
+                queue_type,
+                durability,
+                opts.visits,
+                opts.concurrency,
+                None,
+                None,
+            )
+            .await;
+            if durability == "spool" && queue_type == QueueType::Quorum {
+                max_spool_rate = run.accepted_per_s.min(run.confirmed_visits_per_s * 1.5);
+            }
+            let l = &run.load.latencies;
+            println!(
+                "| {} | {durability} | {ceiling:.0} | {:.0} | {:.0} | **{:.2}** | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.3} | {} | {}/{} of {} |",
+                queue_type.as_str(),
+                run.accepted_per_s,
+                run.confirmed_visits_per_s,
+                run.confirmed_visits_per_s / ceiling,
+                ms(percentile(l, 0.5)),
+                ms(percentile(l, 0.9)),
+                ms(percentile(l, 0.99)),
+                ms(percentile(l, 1.0)),
+                run.e2e_p50 * 1e3,
+                run.e2e_p99 * 1e3,
+                run.rss_mib,
+                run.cpu_per_1000,
+                ms(run.start_to_ready),
+                run.delivered.0,
+                run.delivered.1,
+                run.load.accepted,
+            );
+        }
+    }
+
+    let half = max_spool_rate / 2.0;
+    let paced = relay_run(
+        QueueType::Quorum,
+        "spool",
+        opts.visits / 2,
+        opts.concurrency,
+        None,
+        Some(half),
+    )
+    .await;
+    println!();
+    println!(
+        "Half the maximum rate (spool, quorum, {half:.0} req/s paced): ack p50 {} ms, p99 {} ms, max {} ms.",
+        ms(percentile(&paced.load.latencies, 0.5)),
+        ms(percentile(&paced.load.latencies, 0.99)),
+        ms(percentile(&paced.load.latencies, 1.0)),
+    );
+
+    if !opts.sweeps {
+        return;
+    }
+    println!();
+    println!("## Spool mode, quorum queues: concurrency and payload size");
+    println!();
+    println!(
+        "| concurrency | payload | visits | accepted req/s | confirmed visits/s | ack p50 ms | p99 | e2e p99 ms | peak RSS MiB | CPU s / 1k visits |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let cases: [(usize, Option<usize>, usize); 6] = [
+        (8, None, opts.visits),
+        (32, None, opts.visits),
+        (128, None, opts.visits),
+        (32, Some(2 * 1024), opts.visits),
+        (32, Some(64 * 1024), opts.visits / 5),
+        (32, Some(1024 * 1024), opts.visits / 50),
+    ];
+    for (concurrency, size, visits) in cases {
+        let run = relay_run(QueueType::Quorum, "spool", visits, concurrency, size, None).await;
+        let label = size.map_or(format!("{} B (example)", FIXTURE.len()), |s| {
+            format!("{} KiB", s / 1024)
+        });
+        println!(
+            "| {concurrency} | {label} | {visits} | {:.0} | {:.0} | {} | {} | {:.1} | {:.1} | {:.3} |",
+            run.accepted_per_s,
+            run.confirmed_visits_per_s,
+            ms(percentile(&run.load.latencies, 0.5)),
+            ms(percentile(&run.load.latencies, 0.99)),
+            run.e2e_p99 * 1e3,
+            run.rss_mib,
+            run.cpu_per_1000,
+        );
+    }
+}

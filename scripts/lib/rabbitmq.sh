@@ -1,0 +1,41 @@
+# Shared by scripts/test.sh and scripts/bench.sh: make sure the local
+# RabbitMQ answers on 127.0.0.1:5672, starting it when it is installed but
+# down and installing it with apt when it is missing.
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+amqp_port_open() {
+  (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null
+}
+
+ensure_rabbitmq() {
+  if amqp_port_open && rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1; then
+    log "RabbitMQ is up"
+    return
+  fi
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    log "RabbitMQ is not installed; installing it with apt"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
+  if ! amqp_port_open; then
+    log "starting RabbitMQ"
+    as_root rabbitmq-server -detached
+  fi
+  log "waiting for RabbitMQ to answer"
+  # The node takes a few seconds to boot; await_startup fails fast until the
+  # Erlang VM is reachable, so retry it (bounded).
+  for _ in $(seq 1 60); do
+    if as_root rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1 && amqp_port_open; then
+      log "RabbitMQ is up"
+      return
+    fi
+    sleep 1
+  done
+  log "RabbitMQ did not answer on 127.0.0.1:5672 within two minutes"
+  exit 1
+}

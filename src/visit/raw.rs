@@ -1,0 +1,187 @@
+//! A JSON object as sent: member names decoded, values kept as their raw
+//! text (`&RawValue`), borrowed from the body.
+//!
+//! The normalizer reads a handful of small scalars and copies everything
+//! else (unknown fields, checklist values, phones, emails) verbatim, so it
+//! never builds a full document tree: one parse, few allocations, and
+//! `extra`/`rawValue` carry the sender's bytes exactly.
+
+use std::{borrow::Cow, fmt};
+
+use serde::{
+    Deserialize, Deserializer, Serialize, Serializer,
+    de::{MapAccess, SeqAccess, Visitor},
+    ser::SerializeMap,
+};
+use serde_json::value::RawValue;
+
+/// An object's members in order. A repeated name keeps its first position
+/// and its last value, as a JSON parser building a map would.
+#[derive(Debug, Clone, Default)]
+pub struct RawObject<'a> {
+    members: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> RawObject<'a> {
+    /// Parses an object; `None` when `raw` is not an object.
+    pub fn parse(raw: &'a RawValue) -> Option<Self> {
+        let text = raw.get();
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        serde_json::from_str(text).ok()
+    }
+
+    /// The raw value of `name`.
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.members
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// Whether `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Members in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &'a RawValue)> {
+        self.members.iter().map(|(n, v)| (n.as_ref(), *v))
+    }
+
+    /// Appends a member (used to build `extra`).
+    pub fn push(&mut self, name: &str, value: &'a RawValue) {
+        self.members.push((Cow::Owned(name.to_owned()), value));
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True without members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+/// Parses a raw value into a small [`serde_json::Value`] (scalars, ids).
+pub fn value(raw: &RawValue) -> serde_json::Value {
+    serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null)
+}
+
+/// The elements of an array; `None` when `raw` is not an array.
+pub fn array(raw: &RawValue) -> Option<Vec<&RawValue>> {
+    if !raw.get().trim_start().starts_with('[') {
+        return None;
+    }
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// Whether `raw` is JSON `null`.
+pub fn is_null(raw: &RawValue) -> bool {
+    raw.get().trim() == "null"
+}
+
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members: Vec<(Cow<'de, str>, &'de RawValue)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(32));
+                while let Some((Name(name), value)) =
+                    map.next_entry::<Name<'de>, &'de RawValue>()?
+                {
+                    match members.iter_mut().find(|(n, _)| *n == name) {
+                        Some(slot) => slot.1 = value,
+                        None => members.push((name, value)),
+                    }
+                }
+                Ok(RawObject { members })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+                Err(serde::de::Error::custom("expected an object, got an array"))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+impl Serialize for RawObject<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.members.len()))?;
+        for (name, value) in &self.members {
+            map.serialize_entry(name.as_ref(), value)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> &RawValue {
+        serde_json::from_str(text).expect("raw value")
+    }
+
+    #[test]
+    fn members_keep_their_raw_text_and_order() {
+        let body = raw(r#"{"b": 1.50, "a\u0041": {"x": [1, 2]}, "c": "\u00e9"}"#);
+        let object = RawObject::parse(body).expect("object");
+        let names: Vec<&str> = object.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["b", "aA", "c"]);
+        assert_eq!(object.get("b").map(RawValue::get), Some("1.50"));
+        assert_eq!(
+            object.get("aA").map(RawValue::get),
+            Some(r#"{"x": [1, 2]}"#)
+        );
+        assert_eq!(
+            serde_json::to_string(&object).expect("serialize"),
+            r#"{"b":1.50,"aA":{"x": [1, 2]},"c":"\u00e9"}"#
+        );
+    }
+
+    #[test]
+    fn a_repeated_name_keeps_its_last_value() {
+        let object = RawObject::parse(raw(r#"{"k": 1, "z": 0, "k": 2}"#)).expect("object");
+        assert_eq!(object.len(), 2);
+        assert_eq!(object.get("k").map(RawValue::get), Some("2"));
+    }
+
+    #[test]
+    fn non_objects_are_not_objects() {
+        assert!(RawObject::parse(raw("[1]")).is_none());
+        assert!(RawObject::parse(raw("\"x\"")).is_none());
+        assert_eq!(array(raw("[1, {\"a\": 2}]")).map(|a| a.len()), Some(2));
+        assert!(array(raw("{}")).is_none());
+        assert!(is_null(raw(" null")));
+    }
+}
