@@ -33,6 +33,10 @@ use topology::Topology;
 
 /// Visits published but not yet confirmed, at most.
 const CONFIRM_WINDOW: usize = 512;
+/// Bytes of visits published but not yet confirmed, at most (a visit counts
+/// twice its body: raw and normalized). Keeps memory flat with large bodies;
+/// one visit is always allowed, whatever its size.
+const CONFIRM_WINDOW_BYTES: usize = 8 << 20;
 /// Backoff of one entry that the broker nacked or returned.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(300);
@@ -169,6 +173,7 @@ impl Publisher {
                 recovered_up_to,
                 cursor: None,
                 in_flight: HashSet::new(),
+                in_flight_bytes: 0,
             };
             let lost = round.run(&mut link, session.generation, &stop).await;
             if lost == RoundEnd::Stopped {
@@ -299,6 +304,12 @@ struct Round<'a> {
     recovered_up_to: Option<u64>,
     cursor: Option<u64>,
     in_flight: HashSet<u64>,
+    in_flight_bytes: usize,
+}
+
+/// What an entry weighs against [`CONFIRM_WINDOW_BYTES`].
+fn window_cost(pending: &Pending) -> usize {
+    pending.envelope.body.len() * 2
 }
 
 impl Round<'_> {
@@ -329,6 +340,7 @@ impl Round<'_> {
                     let mut lost = false;
                     for (pending, prepared, started, result) in ready {
                         self.in_flight.remove(&pending.seq);
+                        self.in_flight_bytes -= window_cost(&pending);
                         match self.settle(pending, prepared, started, result) {
                             Ok(Some(seq)) => confirmed.push(seq),
                             Ok(None) => {}
@@ -356,7 +368,7 @@ impl Round<'_> {
         confirms: &mut FuturesUnordered<InFlight>,
         due: &mut Vec<u64>,
     ) -> Result<(), PublishError> {
-        while confirms.len() < CONFIRM_WINDOW {
+        while confirms.len() < CONFIRM_WINDOW && self.in_flight_bytes < CONFIRM_WINDOW_BYTES {
             let room = CONFIRM_WINDOW - confirms.len();
             let mut batch = Vec::new();
             while batch.len() < room {
@@ -365,6 +377,7 @@ impl Round<'_> {
                     batch.push(p);
                 }
             }
+            let from_due = batch.len();
             if batch.len() < room {
                 let fresh = match self.spool.pending_after(self.cursor, room - batch.len()) {
                     Ok(fresh) => fresh,
@@ -382,6 +395,7 @@ impl Round<'_> {
                     !self.retries.is_waiting(p.seq) && !self.in_flight.contains(&p.seq)
                 }));
             }
+            self.trim_to_byte_budget(&mut batch, from_due, due);
             if batch.is_empty() {
                 return Ok(());
             }
@@ -403,6 +417,7 @@ impl Round<'_> {
             let timeout = self.publisher.publish_timeout;
             for ((pending, prepared), sent) in prepared.into_iter().zip(sent) {
                 self.in_flight.insert(pending.seq);
+                self.in_flight_bytes += window_cost(&pending);
                 confirms.push(Box::pin(async move {
                     let result = tokio::time::timeout(timeout, finish(sent))
                         .await
@@ -412,6 +427,35 @@ impl Round<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Drops the tail of `batch` that would exceed the byte budget, so those
+    /// entries are fetched again later: the first `from_due` came from the
+    /// retry queue and go back to it, the rest by moving the cursor back.
+    fn trim_to_byte_budget(
+        &mut self,
+        batch: &mut Vec<Pending>,
+        from_due: usize,
+        due: &mut Vec<u64>,
+    ) {
+        let mut used = self.in_flight_bytes;
+        let keep = batch
+            .iter()
+            .enumerate()
+            .take_while(|(i, p)| {
+                let fits = used + window_cost(p) <= CONFIRM_WINDOW_BYTES || (used == 0 && *i == 0);
+                used += window_cost(p);
+                fits
+            })
+            .count();
+        for (i, dropped) in batch.drain(keep..).enumerate() {
+            if keep + i < from_due {
+                due.push(dropped.seq);
+            } else if keep + i == from_due.max(keep) {
+                // Fresh entries are in order: rewind to just before the first dropped.
+                self.cursor = dropped.seq.checked_sub(1);
+            }
+        }
     }
 
     /// Acts on one entry's confirms; returns the sequence number to remove

@@ -40,8 +40,9 @@ use crate::visit::Envelope;
 
 /// A new segment is started once the active one reaches this size.
 const SEGMENT_TARGET_BYTES: u64 = 16 << 20;
-/// Bodies of recent appends kept in memory, so the publisher rarely reads disk.
-const CACHE_MAX_BYTES: u64 = 32 << 20;
+/// Bodies of recent appends kept in memory, so the publisher rarely reads
+/// disk while it keeps up; a backlog beyond it is read back from the segments.
+const CACHE_MAX_BYTES: u64 = 8 << 20;
 /// Upper bound of one group commit.
 const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 16 << 20;

@@ -327,3 +327,30 @@ async fn odd_fields_are_relayed_with_warnings_instead_of_refused() {
         assert!(metrics.contains(&line), "{line} in\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn large_visits_are_relayed_whole_and_in_bounded_batches() {
+    let app = crate::helpers::spawn_app_with(&[("MAX_BODY_BYTES", "2MiB")]).await;
+    app.wait_connected().await;
+    let mut sent = Vec::new();
+    for n in 0..12 {
+        let body =
+            json!({"productID": 1, "visitID": format!("BIG-{n}"), "photo": "x".repeat(1 << 20)})
+                .to_string();
+        assert_eq!(app.post_visit(body.clone(), Some(KEY)).await.status(), 202);
+        sent.push(body);
+    }
+    let raw = take(&format!("{}.visits.raw.debt_collection", app.prefix), 12).await;
+    for body in &sent {
+        assert!(
+            raw.iter().any(|m| m.body == body.as_bytes()),
+            "a 1 MiB visit arrived whole"
+        );
+    }
+    let normalized = take(&format!("{}.visits.debt_collection", app.prefix), 12).await;
+    assert!(
+        normalized
+            .iter()
+            .all(|m| m.json()["extra"]["photo"].as_str().map(str::len) == Some(1 << 20))
+    );
+}
