@@ -555,7 +555,7 @@ async fn main() {
     );
     println!();
     println!(
-        "| queues | mode | ceiling visits/s | accepted req/s | confirmed visits/s | relay ÷ ceiling | ack p50 ms | p90 | p99 | max | e2e p50 ms | e2e p99 ms | peak RSS MiB | CPU s / 1k visits | start→ready ms | delivered |"
+        "| queues | mode | ceiling visits/s | spool replay visits/s (÷ ceiling) | accepted req/s | confirmed visits/s | relay ÷ ceiling | ack p50 ms | p90 | p99 | max | e2e p50 ms | e2e p99 ms | peak RSS MiB | CPU s / 1k visits | start→ready ms | delivered |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let mut max_spool_rate = 0.0f64;
