@@ -76,7 +76,8 @@ pub fn switch_boolean(v: &Value) -> Read<bool> {
 pub fn number(v: &Value) -> Read<Number> {
     match v {
         Value::Null => Ok(None),
-        Value::Number(n) => Ok(Some(n.clone())),
+        Value::Number(n) if is_finite(n) => Ok(Some(n.clone())),
+        Value::Number(n) => Err(format!("{n} is out of range")),
         Value::String(s) => parse_number(s)
             .map(Some)
             .ok_or_else(|| format!("expected a number, got {}", describe(v))),
@@ -84,12 +85,18 @@ pub fn number(v: &Value) -> Read<Number> {
     }
 }
 
+/// Whether a number is representable as a finite 64-bit float (what most
+/// consumers' JSON parsers need); `1e400` is valid JSON but is not.
+fn is_finite(n: &Number) -> bool {
+    n.as_f64().is_some_and(f64::is_finite)
+}
+
 /// Parses a numeric string into a JSON number (JSON number grammar, trimmed).
 pub fn parse_number(s: &str) -> Option<Number> {
     let s = s.trim();
     let s = s.strip_prefix('+').unwrap_or(s);
     let n: Number = s.parse().ok()?;
-    n.as_f64().filter(|f| f.is_finite()).map(|_| n)
+    is_finite(&n).then_some(n)
 }
 
 /// An exact decimal as a string (`"1234.50"`): the digits are kept, never
@@ -237,6 +244,9 @@ mod tests {
         assert!(number(&json!("five")).is_err());
         assert!(number(&json!("NaN")).is_err());
         assert!(number(&json!({})).is_err());
+        let huge: Value = serde_json::from_str("1e400").unwrap();
+        assert!(number(&huge).is_err(), "out of f64 range");
+        assert!(number(&json!("1e400")).is_err());
     }
 
     #[test]
