@@ -128,8 +128,10 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
     /// Configured API keys (`API_KEYS` plus `API_KEYS_FILE`).
     pub api_keys: Arc<ApiKeys>,
-    /// The `API_KEYS_FILE`, if any.
+    /// The `API_KEYS_FILE`, if any (re-read on SIGHUP and when it changes).
     pub api_keys_file: Option<PathBuf>,
+    /// The inline `API_KEYS` value, kept to rebuild the key set on reload.
+    pub api_keys_inline: Option<SecretString>,
     /// Broker URLs in failover order.
     pub amqp_urls: Vec<SecretString>,
     /// First component of every exchange and queue name.
@@ -230,6 +232,7 @@ impl Settings {
             admin_listen: parse_setting(raw, "ADMIN_LISTEN", parse_addr)?,
             api_keys: Arc::new(api_keys),
             api_keys_file,
+            api_keys_inline: get("API_KEYS").map(|k| SecretString::from(k.to_owned())),
             amqp_urls: parse_setting(raw, "AMQP_URL", parse_amqp_urls)?,
             topology_prefix,
             queue_type: parse_setting(raw, "QUEUE_TYPE", |s| {

@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: typed settings from defaults, a TOML file and `KOBRA_RELAY_*`.
 //! - [`auth`]: labelled API keys, constant-time comparison.
+//! - [`keys`]: key rotation: reload on SIGHUP or when the keys file changes.
 //! - [`visit`]: the visit model and pure rules (classification, products, normalization).
 //! - [`spool`]: the durable local queue between the 202 and the broker's confirm.
 //! - [`publisher`]: broker link, topology, messages and confirmed delivery.
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod keys;
 pub mod metrics;
 pub mod publisher;
 pub mod shutdown;

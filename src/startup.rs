@@ -18,9 +18,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::ApiKeys;
 use crate::config::{Durability, Settings};
 use crate::http::{self, Listener};
+use crate::keys::{self, KeySource, LiveKeys};
 use crate::metrics::Metrics;
 use crate::publisher::{Publisher, link, topology::Topology};
 use crate::spool::Spool;
@@ -40,8 +40,8 @@ pub enum Sink {
 /// State shared by every request handler.
 #[derive(Clone)]
 pub struct AppState {
-    /// Configured API keys.
-    pub keys: Arc<ApiKeys>,
+    /// Configured API keys (swapped on rotation).
+    pub keys: LiveKeys,
     /// Metrics registry.
     pub metrics: Metrics,
     /// Durability target.
@@ -69,6 +69,7 @@ pub struct App {
     link_stop: CancellationToken,
     link_task: tokio::task::JoinHandle<()>,
     shutdown_grace: Duration,
+    key_source: KeySource,
 }
 
 impl App {
@@ -145,7 +146,7 @@ impl App {
         );
         Ok(Self {
             state: AppState {
-                keys: settings.api_keys.clone(),
+                keys: Arc::new(arc_swap::ArcSwap::new(settings.api_keys.clone())),
                 metrics,
                 sink,
                 publisher,
@@ -158,6 +159,10 @@ impl App {
             link_stop,
             link_task,
             shutdown_grace: settings.shutdown_grace,
+            key_source: KeySource {
+                inline: settings.api_keys_inline.clone(),
+                file: settings.api_keys_file.clone(),
+            },
         })
     }
 
@@ -191,10 +196,16 @@ impl App {
             link_stop,
             link_task,
             shutdown_grace,
+            key_source,
         } = self;
         let ingress_stop = CancellationToken::new();
         let admin_stop = CancellationToken::new();
         let drain_stop = CancellationToken::new();
+        tokio::spawn(keys::watch(
+            key_source,
+            state.keys.clone(),
+            admin_stop.clone(),
+        ));
 
         let drain_task = match &state.sink {
             Sink::Spool(spool) => {

@@ -121,7 +121,7 @@ pub async fn accept(req: Request<Incoming>, state: &AppState) -> HttpResponse {
 async fn handle(req: Request<Incoming>, state: &AppState, receipt_id: Uuid) -> HttpResponse {
     let span = tracing::Span::current();
     let presented = req.headers().get("api-key").map(|v| v.as_bytes());
-    let authorized = match state.keys.check(presented) {
+    let authorized = match state.keys.load().check(presented) {
         Ok(authorized) => authorized,
         Err(reason) => {
             state.metrics.auth_failure(reason);

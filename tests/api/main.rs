@@ -7,6 +7,7 @@ mod docs;
 mod durability;
 mod helpers;
 mod ingress;
+mod keys;
 mod observability;
 mod process;
 mod proxy;

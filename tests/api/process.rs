@@ -24,7 +24,18 @@ pub struct RelayProcess {
 
 /// Starts the binary with JSON logs and waits until it reports ready.
 pub async fn start_relay(prefix: &str, spool_dir: &Path, amqp_url: Option<&str>) -> RelayProcess {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kobra-relay"))
+    start_relay_with(prefix, spool_dir, amqp_url, &[]).await
+}
+
+/// Like [`start_relay`], with extra `KOBRA_RELAY_*` settings (names without the prefix).
+pub async fn start_relay_with(
+    prefix: &str,
+    spool_dir: &Path,
+    amqp_url: Option<&str>,
+    extra: &[(&str, &str)],
+) -> RelayProcess {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kobra-relay"));
+    command
         .arg("serve")
         .env_clear()
         .env("KOBRA_RELAY_LISTEN", "127.0.0.1:0")
@@ -34,7 +45,11 @@ pub async fn start_relay(prefix: &str, spool_dir: &Path, amqp_url: Option<&str>)
         .env("KOBRA_RELAY_TOPOLOGY_PREFIX", prefix)
         .env("KOBRA_RELAY_SPOOL_DIR", spool_dir)
         .env("KOBRA_RELAY_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info");
+    for (name, value) in extra {
+        command.env(format!("KOBRA_RELAY_{name}"), value);
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -109,6 +124,16 @@ impl RelayProcess {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
     }
 
     /// `kill -9`: no chance to flush or close anything.
