@@ -23,7 +23,7 @@ use crate::auth::{ApiKeys, KeySpecError};
 pub const ENV_PREFIX: &str = "KOBRA_RELAY_";
 
 /// Every setting, by its upper-case name, with its default (if any).
-const SETTINGS: [(&str, Option<&str>); 15] = [
+const SETTINGS: [(&str, Option<&str>); 19] = [
     ("LISTEN", Some("0.0.0.0:8080")),
     ("ADMIN_LISTEN", Some("0.0.0.0:8081")),
     ("API_KEYS", None),
@@ -39,6 +39,10 @@ const SETTINGS: [(&str, Option<&str>); 15] = [
     ("LOG_FORMAT", Some("json")),
     ("PUBLISH_TIMEOUT", Some("5s")),
     ("SHUTDOWN_GRACE", Some("10s")),
+    ("HEADER_READ_TIMEOUT", Some("10s")),
+    ("BODY_READ_TIMEOUT", Some("30s")),
+    ("MAX_CONNECTIONS", Some("4096")),
+    ("MAX_HEADER_BYTES", Some("64KiB")),
 ];
 
 /// A configuration problem; the message names the setting to fix.
@@ -154,6 +158,14 @@ pub struct Settings {
     pub publish_timeout: Duration,
     /// How long shutdown keeps draining the spool to the broker.
     pub shutdown_grace: Duration,
+    /// Longest wait for a request head (slow clients, idle keep-alive).
+    pub header_read_timeout: Duration,
+    /// Longest wait for a whole body once its head is in.
+    pub body_read_timeout: Duration,
+    /// Open connections per listener, at most.
+    pub max_connections: usize,
+    /// Largest request head (hyper's read buffer).
+    pub max_header_bytes: usize,
 }
 
 impl fmt::Debug for Settings {
@@ -268,6 +280,25 @@ impl Settings {
             })?,
             publish_timeout: parse_setting(raw, "PUBLISH_TIMEOUT", parse_duration)?,
             shutdown_grace: parse_setting(raw, "SHUTDOWN_GRACE", parse_duration)?,
+            header_read_timeout: parse_setting(
+                raw,
+                "HEADER_READ_TIMEOUT",
+                parse_positive_duration,
+            )?,
+            body_read_timeout: parse_setting(raw, "BODY_READ_TIMEOUT", parse_positive_duration)?,
+            max_connections: parse_setting(raw, "MAX_CONNECTIONS", |s| {
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1_000_000).contains(n))
+                    .ok_or_else(|| format!("{s:?} must be a whole number from 1 to 1000000"))
+            })?,
+            max_header_bytes: parse_setting(raw, "MAX_HEADER_BYTES", |s| {
+                let bytes = parse_size(s)?;
+                usize::try_from(bytes)
+                    .ok()
+                    .filter(|b| (8192..=1 << 24).contains(b))
+                    .ok_or_else(|| format!("{s:?} must be between 8KiB and 16MiB"))
+            })?,
         })
     }
 
@@ -316,6 +347,16 @@ impl Settings {
             "SHUTDOWN_GRACE",
             quoted(&format!("{}ms", self.shutdown_grace.as_millis())),
         );
+        line(
+            "HEADER_READ_TIMEOUT",
+            quoted(&format!("{}ms", self.header_read_timeout.as_millis())),
+        );
+        line(
+            "BODY_READ_TIMEOUT",
+            quoted(&format!("{}ms", self.body_read_timeout.as_millis())),
+        );
+        line("MAX_CONNECTIONS", self.max_connections.to_string());
+        line("MAX_HEADER_BYTES", self.max_header_bytes.to_string());
         out
     }
 }
@@ -474,6 +515,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).and_then(|d| {
+        if d.is_zero() {
+            Err(format!("{s:?} must be longer than zero"))
+        } else {
+            Ok(d)
+        }
+    })
+}
+
 fn parse_amqp_urls(s: &str) -> Result<Vec<SecretString>, String> {
     let urls: Vec<&str> = s
         .split(',')
@@ -537,6 +588,10 @@ mod tests {
         assert_eq!(s.max_body_bytes, 1_048_576);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.publish_timeout, Duration::from_secs(5));
+        assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(s.max_connections, 4096);
+        assert_eq!(s.max_header_bytes, 64 * 1024);
         assert_eq!(s.amqp_urls.len(), 1);
     }
 

@@ -90,6 +90,7 @@ pub struct Metrics {
     rejected: IntCounterVec,
     normalization_warnings: IntCounterVec,
     duplicates_redelivered: IntCounter,
+    open_connections: IntGauge,
 }
 
 /// Latency buckets from 100 µs to 10 s.
@@ -207,6 +208,11 @@ impl Metrics {
                 "Spool entries published again after a restart or a lost confirm (possible duplicates).",
             ))
             .expect("valid metric"),
+            open_connections: IntGauge::with_opts(opts(
+                "http_open_connections",
+                "Open ingress connections that have sent a request.",
+            ))
+            .expect("valid metric"),
             registry,
         };
         m.register_all();
@@ -233,6 +239,7 @@ impl Metrics {
             Box::new(self.rejected.clone()),
             Box::new(self.normalization_warnings.clone()),
             Box::new(self.duplicates_redelivered.clone()),
+            Box::new(self.open_connections.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -295,6 +302,20 @@ impl Metrics {
         self.http_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// An ingress connection started being served (admin ones are not counted).
+    pub fn connection_opened(&self, ingress: bool) {
+        if ingress {
+            self.open_connections.inc();
+        }
+    }
+
+    /// An ingress connection ended.
+    pub fn connection_closed(&self, ingress: bool) {
+        if ingress {
+            self.open_connections.dec();
+        }
     }
 
     /// A refused api-key.

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Durability, Settings};
-use crate::http::{self, Listener};
+use crate::http::{self, HttpLimits, Listener};
 use crate::keys::{self, KeySource, LiveKeys};
 use crate::metrics::Metrics;
 use crate::publisher::{Publisher, link, topology::Topology};
@@ -50,6 +50,8 @@ pub struct AppState {
     pub publisher: Arc<Publisher>,
     /// `MAX_BODY_BYTES`.
     pub max_body_bytes: u64,
+    /// Connection limits and timeouts.
+    pub limits: HttpLimits,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -151,6 +153,12 @@ impl App {
                 sink,
                 publisher,
                 max_body_bytes: settings.max_body_bytes,
+                limits: HttpLimits {
+                    header_read_timeout: settings.header_read_timeout,
+                    body_read_timeout: settings.body_read_timeout,
+                    max_connections: settings.max_connections,
+                    max_header_bytes: settings.max_header_bytes,
+                },
                 shutting_down: Arc::new(AtomicBool::new(false)),
             },
             ingress,

@@ -12,7 +12,7 @@
 //! exchange, so it too is sent only after that copy is durable. Anything
 //! that fails before then answers `503` and nothing is kept half-written.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::{Request, StatusCode, body::Incoming, header};
@@ -30,8 +30,6 @@ use crate::visit::{self, Envelope, Kind, Receipt};
 
 /// The route.
 pub const PATH: &str = "/webhooks/finish-visit";
-/// How long a client may take to send its whole body once headers are in.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Seconds a client should wait before retrying a 503.
 const RETRY_AFTER_SECONDS: u32 = 5;
 
@@ -160,7 +158,7 @@ async fn handle(req: Request<Incoming>, state: &AppState, receipt_id: Uuid) -> H
 
     let limit = usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX);
     let body = match tokio::time::timeout(
-        BODY_READ_TIMEOUT,
+        state.limits.body_read_timeout,
         Limited::new(req.into_body(), limit).collect(),
     )
     .await

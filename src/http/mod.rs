@@ -10,7 +10,16 @@ pub mod ingress;
 pub mod probes;
 pub mod response;
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -27,10 +36,24 @@ use crate::startup::AppState;
 /// Response type of every handler.
 pub type HttpResponse = Response<Full<Bytes>>;
 
-/// How long a client may take to send its request head (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open connections per listener, at most; further clients wait in the backlog.
-const MAX_CONNECTIONS: usize = 4096;
+/// Connection limits (CONTRACT-silent, documented in docs/security.md).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Longest wait for a request head: slow senders (slowloris) and idle
+    /// keep-alive connections are closed after it.
+    pub header_read_timeout: Duration,
+    /// Longest wait for a whole body once its head is in (408 after it).
+    pub body_read_timeout: Duration,
+    /// Open connections per listener; further clients wait in the backlog.
+    pub max_connections: usize,
+    /// Largest request head, in bytes.
+    pub max_header_bytes: usize,
+}
+
+/// Under pressure (more silent sockets than connection slots, or no slot
+/// left), a new connection that has not sent a byte within this time is
+/// closed, so idle sockets cannot crowd out clients with requests.
+const FIRST_BYTE_TIMEOUT_UNDER_PRESSURE: Duration = Duration::from_millis(100);
 
 /// Which route table a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,22 +107,23 @@ pub async fn serve(
     stop: CancellationToken,
     drain_deadline: Duration,
 ) {
+    let limits = state.limits;
+    let metrics = state.metrics.clone();
     let handler = router(kind, state);
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
+    // Connections are accepted as fast as they come, so the kernel's backlog
+    // never fills. A connection must send its first byte before it takes one
+    // of `max_connections` slots; while many sockets are waiting silently,
+    // a new one gets only a short grace to do so.
+    let waiting = Arc::new(AtomicUsize::new(0));
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = stop.cancelled() => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -113,18 +137,40 @@ pub async fn serve(
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let handler = handler.clone();
-            async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let watched = graceful.watch(connection);
+        let silent = waiting.fetch_add(1, Ordering::AcqRel) + 1;
+        let under_pressure = silent > limits.max_connections || permits.available_permits() == 0;
+        let (handler, builder, watcher) = (handler.clone(), builder.clone(), graceful.watcher());
+        let (permits, waiting, metrics) = (permits.clone(), waiting.clone(), metrics.clone());
         tokio::spawn(async move {
-            if let Err(error) = watched.await {
+            let first_byte = if under_pressure {
+                FIRST_BYTE_TIMEOUT_UNDER_PRESSURE
+            } else {
+                limits.header_read_timeout
+            };
+            // peek, not readable(): readiness can be reported before any byte.
+            let mut probe = [0u8; 1];
+            let spoke = matches!(
+                tokio::time::timeout(first_byte, stream.peek(&mut probe)).await,
+                Ok(Ok(1..))
+            );
+            waiting.fetch_sub(1, Ordering::AcqRel);
+            if !spoke {
+                tracing::debug!(%peer, under_pressure, "closing a connection that sent nothing");
+                return;
+            }
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let service = service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
+            });
+            metrics.connection_opened(kind == Listener::Ingress);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection).await {
                 log_connection_error(peer, &error);
             }
-            drop(permit);
+            metrics.connection_closed(kind == Listener::Ingress);
         });
     }
     drop(listener);

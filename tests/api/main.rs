@@ -8,6 +8,7 @@ mod durability;
 mod helpers;
 mod ingress;
 mod keys;
+mod limits;
 mod observability;
 mod process;
 mod proxy;
