@@ -23,7 +23,7 @@ use crate::auth::{ApiKeys, KeySpecError};
 pub const ENV_PREFIX: &str = "KOBRA_RELAY_";
 
 /// Every setting, by its upper-case name, with its default (if any).
-const SETTINGS: [(&str, Option<&str>); 19] = [
+const SETTINGS: [(&str, Option<&str>); 21] = [
     ("LISTEN", Some("0.0.0.0:8080")),
     ("ADMIN_LISTEN", Some("0.0.0.0:8081")),
     ("API_KEYS", None),
@@ -43,6 +43,8 @@ const SETTINGS: [(&str, Option<&str>); 19] = [
     ("BODY_READ_TIMEOUT", Some("30s")),
     ("MAX_CONNECTIONS", Some("4096")),
     ("MAX_HEADER_BYTES", Some("64KiB")),
+    ("TLS_CERT_FILE", None),
+    ("TLS_KEY_FILE", None),
 ];
 
 /// A configuration problem; the message names the setting to fix.
@@ -166,6 +168,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Largest request head (hyper's read buffer).
     pub max_header_bytes: usize,
+    /// TLS on the ingress, when both files are set.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl fmt::Debug for Settings {
@@ -292,6 +296,7 @@ impl Settings {
                     .filter(|n| (1..=1_000_000).contains(n))
                     .ok_or_else(|| format!("{s:?} must be a whole number from 1 to 1000000"))
             })?,
+            tls: tls_files(raw)?,
             max_header_bytes: parse_setting(raw, "MAX_HEADER_BYTES", |s| {
                 let bytes = parse_size(s)?;
                 usize::try_from(bytes)
@@ -357,6 +362,10 @@ impl Settings {
         );
         line("MAX_CONNECTIONS", self.max_connections.to_string());
         line("MAX_HEADER_BYTES", self.max_header_bytes.to_string());
+        if let Some(tls) = &self.tls {
+            line("TLS_CERT_FILE", quoted(&tls.cert.display().to_string()));
+            line("TLS_KEY_FILE", quoted(&tls.key.display().to_string()));
+        }
         out
     }
 }
@@ -512,6 +521,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => Ok(Duration::from_secs(number)),
         "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
         _ => Err(err()),
+    }
+}
+
+fn tls_files(raw: &RawValues) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+    let path = |name| {
+        raw.get(name)
+            .map(|(v, _)| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    match (path("TLS_CERT_FILE"), path("TLS_KEY_FILE")) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles { cert, key })),
+        (Some(_), None) => Err(ConfigError::Missing {
+            setting: "TLS_KEY_FILE",
+            hint: "KOBRA_RELAY_TLS_CERT_FILE is set; TLS needs the key file too",
+        }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            setting: "TLS_CERT_FILE",
+            hint: "KOBRA_RELAY_TLS_KEY_FILE is set; TLS needs the certificate file too",
+        }),
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`metrics`]: every Prometheus metric.
 //! - [`http`]: listeners, routes, ingress and probes (the only hyper user).
 //! - [`startup`]: `App::build` and `App::run_until_stopped`, shared by main and tests.
+//! - [`tls`]: optional TLS on the ingress, certificate reloaded on SIGHUP.
 //! - [`shutdown`]: the stop signal; [`telemetry`]: the log subscriber.
 
 pub mod auth;
@@ -22,4 +23,5 @@ pub mod shutdown;
 pub mod spool;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;
 pub mod visit;

@@ -24,6 +24,7 @@ use crate::keys::{self, KeySource, LiveKeys};
 use crate::metrics::Metrics;
 use crate::publisher::{Publisher, link, topology::Topology};
 use crate::spool::Spool;
+use crate::tls::{self, LiveTls, TlsFiles};
 
 /// How long in-flight HTTP requests get to finish at shutdown.
 const HTTP_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -52,6 +53,8 @@ pub struct AppState {
     pub max_body_bytes: u64,
     /// Connection limits and timeouts.
     pub limits: HttpLimits,
+    /// TLS on the ingress, when configured.
+    pub tls: Option<LiveTls>,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -72,6 +75,7 @@ pub struct App {
     link_task: tokio::task::JoinHandle<()>,
     shutdown_grace: Duration,
     key_source: KeySource,
+    tls_files: Option<TlsFiles>,
 }
 
 impl App {
@@ -114,6 +118,10 @@ impl App {
             Durability::Confirm => (Sink::Confirm, None),
         };
 
+        let tls = match &settings.tls {
+            Some(files) => Some(Arc::new(arc_swap::ArcSwap::from_pointee(tls::load(files)?))),
+            None => None,
+        };
         let ingress = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("KOBRA_RELAY_LISTEN={} cannot be bound", settings.listen))?;
@@ -141,7 +149,7 @@ impl App {
         ));
 
         tracing::info!(
-            ingress = %ingress.local_addr()?, admin = %admin.local_addr()?,
+            ingress = %ingress.local_addr()?, admin = %admin.local_addr()?, tls = settings.tls.is_some(),
             durability = ?settings.durability, prefix = %settings.topology_prefix,
             keys = settings.api_keys.len(), build_ms = started.elapsed().as_millis() as u64,
             "kobra-relay ready"
@@ -160,6 +168,7 @@ impl App {
                     max_header_bytes: settings.max_header_bytes,
                 },
                 shutting_down: Arc::new(AtomicBool::new(false)),
+                tls,
             },
             ingress,
             admin,
@@ -171,6 +180,7 @@ impl App {
                 inline: settings.api_keys_inline.clone(),
                 file: settings.api_keys_file.clone(),
             },
+            tls_files: settings.tls.clone(),
         })
     }
 
@@ -205,10 +215,14 @@ impl App {
             link_task,
             shutdown_grace,
             key_source,
+            tls_files,
         } = self;
         let ingress_stop = CancellationToken::new();
         let admin_stop = CancellationToken::new();
         let drain_stop = CancellationToken::new();
+        if let (Some(files), Some(live)) = (tls_files, state.tls.clone()) {
+            tokio::spawn(tls::watch(files, live, admin_stop.clone()));
+        }
         tokio::spawn(keys::watch(
             key_source,
             state.keys.clone(),

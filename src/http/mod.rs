@@ -109,6 +109,10 @@ pub async fn serve(
 ) {
     let limits = state.limits;
     let metrics = state.metrics.clone();
+    let tls = match kind {
+        Listener::Ingress => state.tls.clone(),
+        Listener::Admin => None,
+    };
     let handler = router(kind, state);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -140,7 +144,12 @@ pub async fn serve(
         let silent = waiting.fetch_add(1, Ordering::AcqRel) + 1;
         let under_pressure = silent > limits.max_connections || permits.available_permits() == 0;
         let (handler, builder, watcher) = (handler.clone(), builder.clone(), graceful.watcher());
-        let (permits, waiting, metrics) = (permits.clone(), waiting.clone(), metrics.clone());
+        let (permits, waiting, metrics, tls) = (
+            permits.clone(),
+            waiting.clone(),
+            metrics.clone(),
+            tls.clone(),
+        );
         tokio::spawn(async move {
             let first_byte = if under_pressure {
                 FIRST_BYTE_TIMEOUT_UNDER_PRESSURE
@@ -166,8 +175,34 @@ pub async fn serve(
                 async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
             });
             metrics.connection_opened(kind == Listener::Ingress);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection).await {
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(builder.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(error) = result {
                 log_connection_error(peer, &error);
             }
             metrics.connection_closed(kind == Listener::Ingress);

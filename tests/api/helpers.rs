@@ -166,6 +166,23 @@ impl TestApp {
         req.send().await.expect("request sent")
     }
 
+    /// POSTs like [`TestApp::post_visit`] but returns transport errors.
+    pub async fn try_post_visit(
+        &self,
+        body: impl Into<reqwest::Body>,
+        key: Option<&str>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .post(format!("{}/webhooks/finish-visit", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            req = req.header("api-key", key);
+        }
+        req.send().await
+    }
+
     /// `/readyz` as JSON, with its status.
     pub async fn readyz(&self) -> (u16, Value) {
         let resp = self

@@ -14,3 +14,4 @@ mod process;
 mod proxy;
 mod publish;
 mod schema;
+mod tls;
