@@ -18,6 +18,19 @@ ensure_prometheus() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 }
 
+check_supply_chain() {
+  if ! command -v cargo-deny >/dev/null 2>&1; then
+    log "installing cargo-deny 0.20.2 (once per machine, a few minutes)"
+    cargo install --locked --quiet cargo-deny --version 0.20.2
+  fi
+  cargo deny --locked check licenses bans sources
+  if cargo deny fetch db >/dev/null 2>&1; then
+    cargo deny --locked check advisories
+  else
+    log "the RustSec advisory database cannot be fetched from here: skipping the advisories check (it runs wherever the database is reachable)"
+  fi
+}
+
 validate_asyncapi() {
   if ! command -v npm >/dev/null 2>&1; then
     log "npm not found: skipping the AsyncAPI validation of docs/asyncapi.yaml"
@@ -40,6 +53,8 @@ ensure_prometheus
 
 log "AsyncAPI document"
 validate_asyncapi
+log "supply chain (cargo deny)"
+check_supply_chain
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
