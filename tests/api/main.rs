@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod confirm;
+mod definitions;
 mod docs;
 mod durability;
 mod helpers;
