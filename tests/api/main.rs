@@ -4,6 +4,7 @@
 mod bad_input;
 mod confirm;
 mod definitions;
+mod deploy;
 mod docs;
 mod durability;
 mod helpers;
