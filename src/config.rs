@@ -315,6 +315,7 @@ impl Settings {
             out.push_str(&format!("{} = {}\n", name.to_ascii_lowercase(), value));
         };
         let quoted = |s: &str| format!("{s:?}");
+        let millis = |d: Duration| format!("\"{}ms\"", d.as_millis());
         line("LISTEN", quoted(&self.listen.to_string()));
         line("ADMIN_LISTEN", quoted(&self.admin_listen.to_string()));
         let labels: Vec<String> = self.api_keys.labels().map(|l| format!("{l}:***")).collect();
@@ -344,22 +345,10 @@ impl Settings {
             LogFormat::Pretty => "pretty",
         };
         line("LOG_FORMAT", quoted(format));
-        line(
-            "PUBLISH_TIMEOUT",
-            quoted(&format!("{}ms", self.publish_timeout.as_millis())),
-        );
-        line(
-            "SHUTDOWN_GRACE",
-            quoted(&format!("{}ms", self.shutdown_grace.as_millis())),
-        );
-        line(
-            "HEADER_READ_TIMEOUT",
-            quoted(&format!("{}ms", self.header_read_timeout.as_millis())),
-        );
-        line(
-            "BODY_READ_TIMEOUT",
-            quoted(&format!("{}ms", self.body_read_timeout.as_millis())),
-        );
+        line("PUBLISH_TIMEOUT", millis(self.publish_timeout));
+        line("SHUTDOWN_GRACE", millis(self.shutdown_grace));
+        line("HEADER_READ_TIMEOUT", millis(self.header_read_timeout));
+        line("BODY_READ_TIMEOUT", millis(self.body_read_timeout));
         line("MAX_CONNECTIONS", self.max_connections.to_string());
         line("MAX_HEADER_BYTES", self.max_header_bytes.to_string());
         if let Some(tls) = &self.tls {

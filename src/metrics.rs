@@ -395,11 +395,8 @@ impl Metrics {
             .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
         self.spool_bytes
             .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
-        let age = stats
-            .oldest
-            .map(|t| now.duration_since(t).as_secs_f64().max(0.0))
-            .unwrap_or(0.0);
-        self.spool_oldest_age.set(age);
+        self.spool_oldest_age
+            .set(stats.oldest_age(now).as_secs_f64());
     }
 
     /// The Prometheus text exposition of every metric.

@@ -44,14 +44,10 @@ pub fn ready(state: &AppState) -> HttpResponse {
     let (spool, spool_ok) = match &state.sink {
         Sink::Spool(spool) => {
             let stats = spool.stats();
-            let age = stats
-                .oldest
-                .map(|t| jiff::Timestamp::now().duration_since(t).as_secs().max(0))
-                .unwrap_or(0);
             let report = SpoolReport {
                 entries: stats.entries,
                 bytes: stats.bytes,
-                oldest_age_seconds: age.unsigned_abs(),
+                oldest_age_seconds: stats.oldest_age(jiff::Timestamp::now()).as_secs(),
             };
             (report, !stats.full)
         }

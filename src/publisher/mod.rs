@@ -203,10 +203,7 @@ impl Publisher {
                 () = stop.cancelled() => return,
             }
             let stats = spool.stats();
-            let age = stats
-                .oldest
-                .map(|t| jiff::Timestamp::now().duration_since(t).unsigned_abs())
-                .unwrap_or_default();
+            let age = stats.oldest_age(jiff::Timestamp::now());
             let growing = stats.entries > previous;
             if stats.entries > 0 && (growing || age >= BACKLOG_WARN_AGE) {
                 tracing::warn!(

@@ -106,6 +106,16 @@ pub struct SpoolStats {
     pub full: bool,
 }
 
+impl SpoolStats {
+    /// How long the oldest pending entry has waited at `now`; zero when the
+    /// spool is empty (or the clock went back).
+    pub fn oldest_age(&self, now: Timestamp) -> std::time::Duration {
+        self.oldest
+            .map(|t| std::time::Duration::try_from(now.duration_since(t)).unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
 /// What recovery found at open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -482,11 +492,6 @@ impl Spool {
     /// Refuses further appends; pending entries stay on disk for the next start.
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
-    }
-
-    /// The spool directory.
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

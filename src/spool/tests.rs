@@ -269,3 +269,23 @@ async fn entries_beyond_the_memory_cache_are_read_back_from_disk() {
         .expect("still pending");
     assert_eq!(last.envelope.body, pending[39].envelope.body);
 }
+
+#[test]
+fn the_oldest_age_is_zero_when_empty_or_when_the_clock_went_back() {
+    let now: Timestamp = "2026-11-26T12:00:00Z".parse().expect("timestamp");
+    let stats = |oldest: Option<&str>| SpoolStats {
+        oldest: oldest.map(|t| t.parse().expect("timestamp")),
+        ..SpoolStats::default()
+    };
+    assert_eq!(stats(None).oldest_age(now), std::time::Duration::ZERO);
+    assert_eq!(
+        stats(Some("2026-11-26T11:59:30Z"))
+            .oldest_age(now)
+            .as_secs(),
+        30
+    );
+    assert_eq!(
+        stats(Some("2026-11-26T12:00:05Z")).oldest_age(now),
+        std::time::Duration::ZERO
+    );
+}

@@ -155,15 +155,7 @@ impl TestApp {
         body: impl Into<reqwest::Body>,
         key: Option<&str>,
     ) -> reqwest::Response {
-        let mut req = self
-            .http
-            .post(format!("{}/webhooks/finish-visit", self.base))
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(key) = key {
-            req = req.header("api-key", key);
-        }
-        req.send().await.expect("request sent")
+        self.try_post_visit(body, key).await.expect("request sent")
     }
 
     /// POSTs like [`TestApp::post_visit`] but returns transport errors.
