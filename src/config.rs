@@ -23,12 +23,13 @@ use crate::auth::{ApiKeys, KeySpecError};
 pub const ENV_PREFIX: &str = "KOBRA_RELAY_";
 
 /// Every setting, by its upper-case name, with its default (if any).
-const SETTINGS: [(&str, Option<&str>); 21] = [
+const SETTINGS: [(&str, Option<&str>); 22] = [
     ("LISTEN", Some("0.0.0.0:8080")),
     ("ADMIN_LISTEN", Some("0.0.0.0:8081")),
     ("API_KEYS", None),
     ("API_KEYS_FILE", None),
     ("AMQP_URL", Some("amqp://guest:guest@127.0.0.1:5672/%2f")),
+    ("AMQP_CA_FILE", None),
     ("TOPOLOGY_PREFIX", Some("kobra")),
     ("QUEUE_TYPE", Some("quorum")),
     ("DECLARE_QUEUES", Some("true")),
@@ -140,6 +141,8 @@ pub struct Settings {
     pub api_keys_inline: Option<SecretString>,
     /// Broker URLs in failover order.
     pub amqp_urls: Vec<SecretString>,
+    /// Extra CA certificates trusted for `amqps://` besides the system's.
+    pub amqp_ca: Option<AmqpCa>,
     /// First component of every exchange and queue name.
     pub topology_prefix: String,
     /// Type of declared queues.
@@ -190,6 +193,16 @@ impl Settings {
         Self::from_sources(file, std::env::vars())
     }
 
+    /// Like [`Settings::load`], for the operator subcommands that do not
+    /// serve requests (`topology`, `tail`, `spool`, `send`): API keys are
+    /// optional there.
+    ///
+    /// # Errors
+    /// Any unknown or invalid setting; see [`ConfigError`].
+    pub fn load_for_tools(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::collect(file, std::env::vars()).and_then(|raw| Self::from_raw(&raw, false))
+    }
+
     /// Loads settings from explicit sources (tests pass their own environment).
     ///
     /// # Errors
@@ -198,6 +211,14 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        Self::collect(file, env).and_then(|raw| Self::from_raw(&raw, true))
+    }
+
+    /// Every raw value by setting name: defaults, then the file, then `env`.
+    fn collect(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<RawValues, ConfigError> {
         let mut raw = RawValues::new();
         for (name, default) in SETTINGS {
             if let Some(value) = default {
@@ -214,10 +235,10 @@ impl Settings {
             let setting = lookup(name).ok_or_else(|| ConfigError::Unknown { name: key.clone() })?;
             raw.insert(setting, (value, "environment".to_owned()));
         }
-        Self::from_raw(&raw)
+        Ok(raw)
     }
 
-    fn from_raw(raw: &RawValues) -> Result<Self, ConfigError> {
+    fn from_raw(raw: &RawValues, require_keys: bool) -> Result<Self, ConfigError> {
         let get = |name: &'static str| raw.get(name).map(|(v, _)| v.as_str());
         let invalid = |name: &'static str, reason: String| invalid(raw, name, reason);
 
@@ -227,7 +248,7 @@ impl Settings {
             .map(PathBuf::from);
         let api_keys = load_api_keys(get("API_KEYS"), api_keys_file.as_deref())
             .map_err(|(setting, reason)| invalid(setting, reason))?;
-        if api_keys.is_empty() {
+        if require_keys && api_keys.is_empty() {
             return Err(ConfigError::Missing {
                 setting: "API_KEYS",
                 hint: "set label:key[,label2:key2] (or KOBRA_RELAY_API_KEYS_FILE)",
@@ -250,6 +271,7 @@ impl Settings {
             api_keys_file,
             api_keys_inline: get("API_KEYS").map(|k| SecretString::from(k.to_owned())),
             amqp_urls: parse_setting(raw, "AMQP_URL", parse_amqp_urls)?,
+            amqp_ca: amqp_ca(raw)?,
             topology_prefix,
             queue_type: parse_setting(raw, "QUEUE_TYPE", |s| {
                 match s.to_ascii_lowercase().as_str() {
@@ -329,6 +351,9 @@ impl Settings {
             .map(|u| mask_url(u.expose_secret()))
             .collect();
         line("AMQP_URL", quoted(&urls.join(",")));
+        if let Some(ca) = &self.amqp_ca {
+            line("AMQP_CA_FILE", quoted(&ca.path.display().to_string()));
+        }
         line("TOPOLOGY_PREFIX", quoted(&self.topology_prefix));
         line("QUEUE_TYPE", quoted(self.queue_type.as_str()));
         line("DECLARE_QUEUES", self.declare_queues.to_string());
@@ -532,6 +557,42 @@ fn tls_files(raw: &RawValues) -> Result<Option<crate::tls::TlsFiles>, ConfigErro
             hint: "KOBRA_RELAY_TLS_KEY_FILE is set; TLS needs the certificate file too",
         }),
     }
+}
+
+/// CA certificates (PEM) trusted for `amqps://` in addition to the system's.
+#[derive(Clone)]
+pub struct AmqpCa {
+    /// The `AMQP_CA_FILE` path.
+    pub path: PathBuf,
+    /// Its PEM text, read and checked at load.
+    pub pem: String,
+}
+
+fn amqp_ca(raw: &RawValues) -> Result<Option<AmqpCa>, ConfigError> {
+    let Some(path) = raw
+        .get("AMQP_CA_FILE")
+        .map(|(v, _)| v.trim())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| invalid(raw, "AMQP_CA_FILE", format!("cannot read {path}: {e}")))?;
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(raw, "AMQP_CA_FILE", format!("{path} is not PEM: {e}")))?;
+    if certificates.is_empty() {
+        return Err(invalid(
+            raw,
+            "AMQP_CA_FILE",
+            format!("{path} holds no CERTIFICATE block"),
+        ));
+    }
+    Ok(Some(AmqpCa {
+        path: PathBuf::from(path),
+        pem,
+    }))
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {

@@ -11,9 +11,11 @@
 //! - [`http`]: listeners, routes, ingress and probes (the only hyper user).
 //! - [`startup`]: `App::build` and `App::run_until_stopped`, shared by main and tests.
 //! - [`tls`]: optional TLS on the ingress, certificate reloaded on SIGHUP.
+//! - [`cli`]: the operator subcommands (`send`, `tail`, `topology`, `spool`, `probe`).
 //! - [`shutdown`]: the stop signal; [`telemetry`]: the log subscriber.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod keys;

@@ -1,12 +1,13 @@
-//! The `kobra-relay` binary: parse the command line, load settings, run.
+//! The `kobra-relay` binary: parse the command line, load settings, run the
+//! relay or one of the operator subcommands in [`kobra_relay::cli`].
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 bad command line or
-//! configuration (the message names the setting).
+//! Exit codes: 0 success, 1 the operation failed, 2 bad command line or
+//! settings (the message names the setting).
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use kobra_relay::{config::Settings, shutdown, startup::App, telemetry};
+use kobra_relay::{cli, config::Settings, shutdown, startup::App, telemetry};
 use mimalloc::MiMalloc;
 
 /// The relay allocates a few short-lived buffers per request and per
@@ -18,8 +19,11 @@ static GLOBAL: MiMalloc = MiMalloc;
 /// Receives Kobra "Finish Visit" webhooks, makes them durable and relays
 /// them to RabbitMQ. Settings come from KOBRA_RELAY_* environment variables
 /// over an optional TOML file.
+///
+/// Exit codes: 0 success, 1 the operation failed, 2 bad command line or
+/// settings.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, long_about)]
 struct Cli {
     /// TOML file with settings (keys are the setting names in lower case).
     #[arg(long, global = true, value_name = "FILE")]
@@ -34,6 +38,16 @@ enum Command {
     Serve,
     /// Validate the settings and print them, secrets masked.
     CheckConfig,
+    /// POST a payload file to a relay and print the answer (a smoke test).
+    Send(cli::send::SendArgs),
+    /// Show a product's visits as they are published (a temporary copy;
+    /// nothing is taken from consumers).
+    Tail(cli::tail::TailArgs),
+    /// Print the exchanges, queues and bindings the relay declares, or
+    /// declare them.
+    Topology(cli::topology::TopologyArgs),
+    /// Show what is waiting in the spool, without starting the relay.
+    Spool(cli::spool::SpoolArgs),
     /// GET a local URL (e.g. http://127.0.0.1:8081/readyz); exit 0 on 200,
     /// 1 otherwise. For container health checks in images without curl.
     Probe {
@@ -44,65 +58,34 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Probe { url }) = &cli.command {
-        return probe(url);
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Probe { url } = &command {
+        return cli::probe::run(url);
     }
-    let settings = match Settings::load(cli.config.as_deref()) {
+    let serving = matches!(command, Command::Serve | Command::CheckConfig);
+    let loaded = if serving {
+        Settings::load(cli.config.as_deref())
+    } else {
+        Settings::load_for_tools(cli.config.as_deref())
+    };
+    let settings = match loaded {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("kobra-relay: {error}");
-            return ExitCode::from(2);
+            return ExitCode::from(cli::USAGE);
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
+        Command::Serve => serve(settings),
         Command::CheckConfig => {
             print!("{}", settings.render_masked());
             ExitCode::SUCCESS
         }
-        Command::Serve => serve(settings),
-        Command::Probe { url } => probe(&url),
-    }
-}
-
-/// A minimal HTTP/1.1 GET with a 2 s budget; success is a 200 status line.
-fn probe(url: &str) -> ExitCode {
-    use std::io::{Read, Write};
-    use std::time::Duration;
-
-    let Some(rest) = url.strip_prefix("http://") else {
-        eprintln!("kobra-relay probe: only http:// URLs are supported");
-        return ExitCode::from(2);
-    };
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let answered = (|| -> std::io::Result<String> {
-        let address = std::net::ToSocketAddrs::to_socket_addrs(authority)?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
-        let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n\r\n"
-        )?;
-        let mut head = [0u8; 64];
-        let n = stream.read(&mut head)?;
-        Ok(String::from_utf8_lossy(&head[..n]).into_owned())
-    })();
-    match answered {
-        Ok(head) if head.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
-        Ok(head) => {
-            eprintln!(
-                "kobra-relay probe: {}",
-                head.lines().next().unwrap_or("no answer")
-            );
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("kobra-relay probe: {error}");
-            ExitCode::FAILURE
-        }
+        Command::Send(args) => cli::send::run(&args, &settings),
+        Command::Tail(args) => cli::tail::run(&args, &settings),
+        Command::Topology(args) => cli::topology::run(&args, &settings),
+        Command::Spool(args) => cli::spool::run(&args, &settings),
+        Command::Probe { url } => cli::probe::run(&url),
     }
 }
 

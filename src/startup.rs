@@ -137,6 +137,7 @@ impl App {
         let link_stop = CancellationToken::new();
         let (link, link_task) = link::spawn(
             settings.amqp_urls.clone(),
+            settings.amqp_ca.as_ref().map(|ca| ca.pem.clone()),
             topology.clone(),
             metrics.clone(),
             link_stop.clone(),

@@ -17,6 +17,7 @@ use lapin::{
     options::{
         ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
+    tcp::OwnedTLSConfig,
     types::{AMQPValue, FieldTable, LongString},
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -87,6 +88,7 @@ impl Link {
 /// closes the channel and connection cleanly.
 pub fn spawn(
     urls: Vec<SecretString>,
+    ca_pem: Option<String>,
     topology: Topology,
     metrics: Metrics,
     stop: CancellationToken,
@@ -97,7 +99,7 @@ pub fn spawn(
         session: rx,
         reset: reset.clone(),
     };
-    let task = tokio::spawn(run(urls, topology, metrics, stop, tx, reset));
+    let task = tokio::spawn(run(urls, ca_pem, topology, metrics, stop, tx, reset));
     (link, task)
 }
 
@@ -113,6 +115,7 @@ fn backoff() -> impl Iterator<Item = Duration> {
 
 async fn run(
     urls: Vec<SecretString>,
+    ca_pem: Option<String>,
     topology: Topology,
     metrics: Metrics,
     stop: CancellationToken,
@@ -128,7 +131,9 @@ async fn run(
             break;
         }
         attempt += 1;
-        let Some((connection, channel, url)) = connect_any(&urls, &topology).await else {
+        let Some((connection, channel, url)) =
+            connect_any(&urls, ca_pem.as_deref(), &topology).await
+        else {
             let delay = delays.next().unwrap_or(Duration::from_secs(30));
             tracing::warn!(
                 attempt,
@@ -203,11 +208,13 @@ async fn close(connection: &Connection, channel: &Channel) {
 /// Tries each URL in order; returns the first that connects and sets up.
 async fn connect_any(
     urls: &[SecretString],
+    ca_pem: Option<&str>,
     topology: &Topology,
 ) -> Option<(Connection, Channel, String)> {
     for url in urls {
         let shown = mask_url(url.expose_secret());
-        match tokio::time::timeout(CONNECT_TIMEOUT, connect(url.expose_secret(), topology)).await {
+        let attempt = connect(url.expose_secret(), ca_pem, topology);
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok((connection, channel))) => return Some((connection, channel, shown)),
             Ok(Err(error)) => tracing::warn!(url = %shown, %error, "broker connection failed"),
             Err(_) => tracing::warn!(url = %shown, "broker connection timed out"),
@@ -216,10 +223,27 @@ async fn connect_any(
     None
 }
 
-async fn connect(url: &str, topology: &Topology) -> lapin::Result<(Connection, Channel)> {
+/// Opens one AMQP connection named `name` (shown in the management UI);
+/// for `amqps://`, `ca_pem` adds trusted CA certificates to the system's.
+///
+/// # Errors
+/// TCP, TLS or the AMQP handshake failed.
+pub async fn open(url: &str, ca_pem: Option<&str>, name: &str) -> lapin::Result<Connection> {
     let properties = ConnectionProperties::default()
-        .with_connection_name(LongString::from("kobra-relay".as_bytes().to_vec()));
-    let connection = Connection::connect(url, properties).await?;
+        .with_connection_name(LongString::from(name.as_bytes().to_vec()));
+    let tls = OwnedTLSConfig {
+        identity: None,
+        cert_chain: ca_pem.map(str::to_owned),
+    };
+    Connection::connect_with_config(url, properties, tls, lapin::runtime::default_runtime()?).await
+}
+
+async fn connect(
+    url: &str,
+    ca_pem: Option<&str>,
+    topology: &Topology,
+) -> lapin::Result<(Connection, Channel)> {
+    let connection = open(url, ca_pem, "kobra-relay").await?;
     let setup = async {
         let channel = connection.create_channel().await?;
         declare(&channel, topology).await?;

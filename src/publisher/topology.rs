@@ -198,6 +198,79 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// The whole topology, queues included whatever `DECLARE_QUEUES` says,
+    /// as a RabbitMQ definitions document for `vhost` (what
+    /// `rabbitmqctl import_definitions` and the management plugin's
+    /// `load_definitions` read). `deploy/rabbitmq/definitions.json` is this
+    /// document for the default settings.
+    pub fn definitions(&self, vhost: &str) -> serde_json::Value {
+        use serde_json::{Map, Value, json};
+        let full = Self {
+            declare_queues: true,
+            ..self.clone()
+        };
+        let arguments = |pairs: &[(&str, Option<&str>)]| -> Value {
+            let map: Map<String, Value> = pairs
+                .iter()
+                .filter_map(|(k, v)| v.map(|v| ((*k).to_owned(), Value::from(v))))
+                .collect();
+            Value::Object(map)
+        };
+        let exchanges: Vec<Value> = full
+            .exchanges()
+            .iter()
+            .map(|e| {
+                json!({
+                    "name": e.name,
+                    "vhost": vhost,
+                    "type": e.kind.as_str(),
+                    "durable": true,
+                    "auto_delete": false,
+                    "internal": false,
+                    "arguments": arguments(&[("alternate-exchange", e.alternate_exchange.as_deref())]),
+                })
+            })
+            .collect();
+        let queues: Vec<Value> = full
+            .queues()
+            .iter()
+            .map(|q| {
+                json!({
+                    "name": q.name,
+                    "vhost": vhost,
+                    "durable": true,
+                    "auto_delete": false,
+                    "arguments": arguments(&[
+                        ("x-queue-type", Some(q.queue_type.as_str())),
+                        ("x-dead-letter-exchange", q.dead_letter_exchange.as_deref()),
+                    ]),
+                })
+            })
+            .collect();
+        let bindings: Vec<Value> = full
+            .bindings()
+            .iter()
+            .map(|b| {
+                json!({
+                    "source": b.exchange,
+                    "vhost": vhost,
+                    "destination": b.queue,
+                    "destination_type": "queue",
+                    "routing_key": b.routing_key,
+                    "arguments": {},
+                })
+            })
+            .collect();
+        json!({
+            "vhosts": [{"name": vhost}],
+            "exchanges": exchanges,
+            "queues": queues,
+            "bindings": bindings,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -655,6 +655,17 @@ fn acks_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.acks"))
 }
 
+/// Ids of the segment files in `dir`, oldest first.
+fn segment_ids(dir: &Path) -> Result<Vec<u64>, SpoolError> {
+    let mut ids: Vec<u64> = fs::read_dir(dir)
+        .map_err(SpoolError::io(dir))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
 /// Creates a segment file and makes its directory entry durable.
 fn create_segment(dir: &Path, id: u64) -> Result<File, SpoolError> {
     let path = segment_path(dir, id);
@@ -674,16 +685,7 @@ fn create_segment(dir: &Path, id: u64) -> Result<File, SpoolError> {
 /// skipped, damaged regions logged and skipped. Also returns the next
 /// sequence number and segment id to use.
 fn recover(dir: &Path) -> Result<(State, RecoveryReport, u64, u64), SpoolError> {
-    let mut ids: Vec<u64> = fs::read_dir(dir)
-        .map_err(SpoolError::io(dir))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name();
-            let name = name.to_str()?;
-            name.strip_suffix(".log")?.parse().ok()
-        })
-        .collect();
-    ids.sort_unstable();
+    let ids = segment_ids(dir)?;
     let next_segment = ids.last().map_or(1, |id| id + 1);
     let mut max_seq = 0;
 
@@ -700,41 +702,23 @@ fn recover(dir: &Path) -> Result<(State, RecoveryReport, u64, u64), SpoolError> 
         let bytes = fs::read(&path).map_err(SpoolError::io(&path))?;
         let acked = read_acks(&acks_path(dir, id));
         let mut live = 0;
-        let mut pos = 0usize;
-        while pos < bytes.len() {
-            match record::decode(&bytes[pos..]) {
-                Ok((seq, envelope, len)) => {
-                    max_seq = max_seq.max(seq);
-                    if acked.contains(&seq) {
-                        report.acknowledged += 1;
-                    } else {
-                        state.entries.insert(
-                            seq,
-                            EntryMeta {
-                                segment: id,
-                                offset: pos as u64,
-                                len: len as u64,
-                                received_at: envelope.receipt.received_at,
-                                cached: None,
-                            },
-                        );
-                        state.live_bytes += len as u64;
-                        live += 1;
-                    }
-                    pos += len;
-                }
-                Err(error) => {
-                    let next = find_next_record(&bytes, pos + 1);
-                    let skipped = (next - pos) as u64;
-                    tracing::warn!(
-                        segment = %path.display(), offset = pos, skipped_bytes = skipped, %error,
-                        "spool: skipping a damaged or torn record (a crash during a write leaves one; that request was never acknowledged)"
-                    );
-                    report.damaged.push((path.clone(), pos as u64, skipped));
-                    pos = next;
-                }
-            }
-        }
+        let scan = scan_segment(&path, &bytes, &acked, |seq, offset, len, envelope| {
+            state.entries.insert(
+                seq,
+                EntryMeta {
+                    segment: id,
+                    offset,
+                    len,
+                    received_at: envelope.receipt.received_at,
+                    cached: None,
+                },
+            );
+            state.live_bytes += len;
+            live += 1;
+        });
+        max_seq = max_seq.max(scan.max_seq);
+        report.acknowledged += scan.acknowledged;
+        report.damaged.extend(scan.damaged);
         if live == 0 {
             let _ = fs::remove_file(&path);
             let _ = fs::remove_file(acks_path(dir, id));
@@ -757,6 +741,118 @@ fn recover(dir: &Path) -> Result<(State, RecoveryReport, u64, u64), SpoolError> 
     report.pending = state.entries.len() as u64;
     report.last_pending_seq = state.entries.keys().next_back().copied();
     Ok((state, report, max_seq + 1, next_segment))
+}
+
+/// What one pass over a segment found besides its pending entries.
+struct SegmentScan {
+    max_seq: u64,
+    acknowledged: u64,
+    damaged: Vec<(PathBuf, u64, u64)>,
+}
+
+/// Decodes every record of a segment, calls `pending(seq, offset, len,
+/// envelope)` for each one not in `acked`, and logs and skips damage.
+fn scan_segment(
+    path: &Path,
+    bytes: &[u8],
+    acked: &HashSet<u64>,
+    mut pending: impl FnMut(u64, u64, u64, Envelope),
+) -> SegmentScan {
+    let mut scan = SegmentScan {
+        max_seq: 0,
+        acknowledged: 0,
+        damaged: Vec::new(),
+    };
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        match record::decode(&bytes[pos..]) {
+            Ok((seq, envelope, len)) => {
+                scan.max_seq = scan.max_seq.max(seq);
+                if acked.contains(&seq) {
+                    scan.acknowledged += 1;
+                } else {
+                    pending(seq, pos as u64, len as u64, envelope);
+                }
+                pos += len;
+            }
+            Err(error) => {
+                let next = find_next_record(bytes, pos + 1);
+                let skipped = (next - pos) as u64;
+                tracing::warn!(
+                    segment = %path.display(), offset = pos, skipped_bytes = skipped, %error,
+                    "spool: skipping a damaged or torn record (a crash during a write leaves one; that request was never acknowledged)"
+                );
+                scan.damaged.push((path.to_owned(), pos as u64, skipped));
+                pos = next;
+            }
+        }
+    }
+    scan
+}
+
+/// What `kobra-relay spool` shows: a read-only snapshot of a spool
+/// directory, taken without its lock and without changing any file.
+#[derive(Debug, Default)]
+pub struct Inspection {
+    /// Whether a running relay holds the directory (the snapshot may then
+    /// end in a record still being written, reported as damage).
+    pub in_use: bool,
+    /// Segment files present.
+    pub segments: u64,
+    /// Pending entries and their encoded bytes, as `/readyz` counts them.
+    pub stats: SpoolStats,
+    /// Entries confirmed but still in their segment.
+    pub acknowledged: u64,
+    /// Damaged regions: (segment file, byte offset, bytes skipped).
+    pub damaged: Vec<(PathBuf, u64, u64)>,
+    /// The oldest pending entries, up to the `keep` asked for, with their
+    /// sequence numbers.
+    pub oldest: Vec<(u64, Envelope)>,
+}
+
+/// Reads the spool in `dir` without opening it: no lock is taken, nothing
+/// is written, and a relay may be running on it meanwhile.
+///
+/// # Errors
+/// The directory or a segment cannot be read.
+pub fn inspect(dir: &Path, keep: usize) -> Result<Inspection, SpoolError> {
+    let ids = segment_ids(dir)?;
+    let mut inspection = Inspection {
+        in_use: held_by_another_process(&dir.join("LOCK")),
+        segments: ids.len() as u64,
+        ..Inspection::default()
+    };
+    for id in ids {
+        let path = segment_path(dir, id);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Removed by a running relay since the listing: nothing pending.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(SpoolError::Io { path, source }),
+        };
+        let acked = read_acks(&acks_path(dir, id));
+        let stats = &mut inspection.stats;
+        let oldest = &mut inspection.oldest;
+        let scan = scan_segment(&path, &bytes, &acked, |seq, _, len, envelope| {
+            stats.entries += 1;
+            stats.bytes += len;
+            let at = envelope.receipt.received_at;
+            stats.oldest = Some(stats.oldest.map_or(at, |o| o.min(at)));
+            if oldest.len() < keep {
+                oldest.push((seq, envelope));
+            }
+        });
+        inspection.acknowledged += scan.acknowledged;
+        inspection.damaged.extend(scan.damaged);
+    }
+    Ok(inspection)
+}
+
+fn held_by_another_process(lock_path: &Path) -> bool {
+    let Ok(file) = File::open(lock_path) else {
+        return false;
+    };
+    matches!(file.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
 }
 
 /// The offset of the next decodable record at or after `from`, or the end.

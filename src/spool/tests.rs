@@ -289,3 +289,34 @@ fn the_oldest_age_is_zero_when_empty_or_when_the_clock_went_back() {
         std::time::Duration::ZERO
     );
 }
+
+#[tokio::test]
+async fn inspection_reads_a_live_spool_without_changing_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
+    let first = spool.append(envelope("{\"a\":1}")).await.expect("append");
+    for body in ["{\"b\":2}", "{\"c\":3}", "[4]"] {
+        spool.append(envelope(body)).await.expect("append");
+    }
+    spool.remove(first);
+    let files_before = segment_files(dir.path());
+
+    let seen = inspect(dir.path(), 2).expect("inspect");
+    assert!(seen.in_use, "the open spool holds the lock");
+    assert_eq!((seen.stats.entries, seen.acknowledged), (3, 1));
+    assert_eq!(seen.stats, {
+        let mut live = spool.stats();
+        live.full = false;
+        live
+    });
+    let kept: Vec<&[u8]> = seen.oldest.iter().map(|(_, e)| &e.body[..]).collect();
+    assert_eq!(kept, [&b"{\"b\":2}"[..], &b"{\"c\":3}"[..]]);
+    assert!(seen.damaged.is_empty());
+    assert_eq!(segment_files(dir.path()), files_before);
+
+    drop(spool);
+    let closed = inspect(dir.path(), 0).expect("inspect");
+    assert!(!closed.in_use);
+    assert_eq!(closed.stats.entries, 3);
+    assert!(closed.oldest.is_empty());
+}

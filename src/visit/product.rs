@@ -40,6 +40,22 @@ impl Product {
         }
     }
 
+    /// Reads a product as an operator writes it: a slug (`debt_collection`,
+    /// `product_7`, `unknown`) or a numeric id (`1`).
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        if let Ok(id) = text.parse::<u64>() {
+            return (id > 0).then(|| Self::from_id(id));
+        }
+        if let Some(id) = text.strip_prefix("product_") {
+            return id.parse().ok().filter(|&id| id > 0).map(Self::from_id);
+        }
+        Self::KNOWN
+            .into_iter()
+            .chain([Self::Unknown])
+            .find(|p| p.slug() == text)
+    }
+
     /// Reads `productID` as sent (number or numeric string). Returns the
     /// product and, when the value could not be used, why.
     pub fn from_json(value: Option<&Value>) -> (Self, Option<String>) {
@@ -123,6 +139,25 @@ impl Product {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn operators_name_products_by_slug_or_id() {
+        assert_eq!(Product::parse("1"), Some(Product::DebtCollection));
+        assert_eq!(
+            Product::parse("address_validation"),
+            Some(Product::AddressValidation)
+        );
+        assert_eq!(Product::parse("product_7"), Some(Product::Other(7)));
+        assert_eq!(Product::parse("7"), Some(Product::Other(7)));
+        assert_eq!(
+            Product::parse("product_3"),
+            Some(Product::BusinessValidation)
+        );
+        assert_eq!(Product::parse("unknown"), Some(Product::Unknown));
+        for bad in ["0", "product_0", "debt", "", "product_x", "-1"] {
+            assert_eq!(Product::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn known_ids_map_to_their_slugs() {

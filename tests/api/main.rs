@@ -2,6 +2,7 @@
 //! 127.0.0.1:5672, each test under its own random topology prefix.
 
 mod bad_input;
+mod cli;
 mod confirm;
 mod definitions;
 mod deploy;

@@ -1,0 +1,155 @@
+//! `kobra-relay topology`: print what the relay declares, or declare it.
+
+use std::{fmt::Write as _, process::ExitCode, time::Duration};
+
+use clap::{Args, ValueEnum};
+use secrecy::ExposeSecret;
+
+use super::{FAILED, fail};
+use crate::config::{Settings, mask_url};
+use crate::publisher::{link, topology::Topology};
+
+/// How `topology` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// Exchanges, queues and bindings, one per line.
+    Text,
+    /// A RabbitMQ definitions document (`rabbitmqctl import_definitions`).
+    Definitions,
+}
+
+/// Arguments of `topology`.
+#[derive(Debug, Args)]
+pub struct TopologyArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Declare it on the broker (AMQP_URL) instead of printing it, as the
+    /// relay does at connect; idempotent.
+    #[arg(long)]
+    pub declare: bool,
+    /// Virtual host named in the definitions document.
+    #[arg(long, default_value = "/", value_name = "VHOST")]
+    pub vhost: String,
+}
+
+/// Prints or declares the topology of `settings`.
+pub fn run(args: &TopologyArgs, settings: &Settings) -> ExitCode {
+    let topology = Topology::new(
+        &settings.topology_prefix,
+        settings.queue_type,
+        settings.declare_queues,
+    );
+    if args.declare {
+        return declare(&topology, settings);
+    }
+    match args.format {
+        Format::Text => print!("{}", render_text(&topology)),
+        Format::Definitions => {
+            let document = topology.definitions(&args.vhost);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&document).unwrap_or_default()
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The topology as an operator reads it.
+pub fn render_text(topology: &Topology) -> String {
+    let mut out = String::from("exchanges\n");
+    for e in topology.exchanges() {
+        let _ = write!(out, "  {:<40} {:<7} durable", e.name, e.kind.as_str());
+        if let Some(ae) = e.alternate_exchange {
+            let _ = write!(out, " alternate-exchange={ae}");
+        }
+        out.push('\n');
+    }
+    if !topology.declares_queues() {
+        out.push_str("queues and bindings: left to operators (DECLARE_QUEUES=false)\n");
+        return out;
+    }
+    out.push_str("queues\n");
+    for q in topology.queues() {
+        let _ = write!(out, "  {:<40} {:<7} durable", q.name, q.queue_type.as_str());
+        if let Some(dlx) = q.dead_letter_exchange {
+            let _ = write!(out, " x-dead-letter-exchange={dlx}");
+        }
+        out.push('\n');
+    }
+    out.push_str("bindings\n");
+    for b in topology.bindings() {
+        let key = if b.routing_key.is_empty() {
+            "(fanout)"
+        } else {
+            &b.routing_key
+        };
+        let _ = writeln!(out, "  {} -> {}  key {key}", b.exchange, b.queue);
+    }
+    out
+}
+
+fn declare(topology: &Topology, settings: &Settings) -> ExitCode {
+    let runtime = match super::runtime("topology") {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let ca = settings.amqp_ca.as_ref().map(|ca| ca.pem.as_str());
+    runtime.block_on(async {
+        let mut last_error = String::from("no AMQP_URL");
+        for url in &settings.amqp_urls {
+            let shown = mask_url(url.expose_secret());
+            let attempt = async {
+                let connection =
+                    link::open(url.expose_secret(), ca, "kobra-relay topology").await?;
+                let channel = connection.create_channel().await?;
+                let declared = link::declare(&channel, topology).await;
+                let _ = connection.close(200, "declared".into()).await;
+                declared
+            };
+            match tokio::time::timeout(Duration::from_secs(15), attempt).await {
+                Ok(Ok(())) => {
+                    println!(
+                        "declared {} exchanges, {} queues, {} bindings on {shown}",
+                        topology.exchanges().len(),
+                        topology.queues().len(),
+                        topology.bindings().len()
+                    );
+                    return ExitCode::SUCCESS;
+                }
+                Ok(Err(error)) => last_error = format!("{shown}: {error}"),
+                Err(_) => last_error = format!("{shown}: timed out"),
+            }
+        }
+        fail("topology", FAILED, last_error)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QueueType;
+
+    #[test]
+    fn the_text_form_lists_every_name_once() {
+        let topology = Topology::new("kobra", QueueType::Quorum, true);
+        let text = render_text(&topology);
+        for e in topology.exchanges() {
+            assert_eq!(
+                text.matches(&format!("  {} ", e.name)).count(),
+                1,
+                "{}",
+                e.name
+            );
+        }
+        assert!(text.contains(
+            "kobra.visits -> kobra.visits.debt_collection  key visit.finished.debt_collection"
+        ));
+        assert!(text.contains("x-dead-letter-exchange=kobra.visits.dead-letter"));
+
+        let operators = render_text(&Topology::new("kobra", QueueType::Quorum, false));
+        assert!(operators.contains("left to operators"));
+        assert!(!operators.contains("bindings\n"));
+    }
+}
