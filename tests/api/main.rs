@@ -1,6 +1,7 @@
 //! Integration tests: the real relay over real HTTP, the real RabbitMQ on
 //! 127.0.0.1:5672, each test under its own random topology prefix.
 
+mod amqps;
 mod bad_input;
 mod cli;
 mod confirm;
