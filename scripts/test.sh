@@ -18,6 +18,20 @@ ensure_prometheus() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 }
 
+ensure_deploy_validators() {
+  # The deploy tests check deploy/docker-compose.yml with `docker-compose
+  # config` (needs no engine) and deploy/kubernetes with kubernetes-validate.
+  if ! command -v docker-compose >/dev/null 2>&1; then
+    log "installing Debian's docker-compose package (its config check needs no engine)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+  fi
+  if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+    log "installing kubernetes-validate 1.37.0 from PyPI (Kubernetes API schemas, offline)"
+    python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+  fi
+}
+
 check_supply_chain() {
   if ! command -v cargo-deny >/dev/null 2>&1; then
     log "installing cargo-deny 0.20.2 (once per machine, a few minutes)"
@@ -50,6 +64,7 @@ validate_asyncapi() {
 
 ensure_rabbitmq
 ensure_prometheus
+ensure_deploy_validators
 
 log "AsyncAPI document"
 validate_asyncapi

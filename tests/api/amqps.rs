@@ -138,8 +138,7 @@ fn a_ca_file_without_certificates_is_a_configuration_error() {
             ),
         ],
     )
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert!(
         error
             .to_string()

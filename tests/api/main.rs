@@ -4,6 +4,7 @@
 mod amqps;
 mod bad_input;
 mod cli;
+mod compose;
 mod confirm;
 mod definitions;
 mod deploy;
@@ -12,6 +13,7 @@ mod durability;
 mod helpers;
 mod ingress;
 mod keys;
+mod kubernetes;
 mod limits;
 mod observability;
 mod process;
