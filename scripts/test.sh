@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: makes sure RabbitMQ answers on
 # 127.0.0.1:5672 (starting it when installed but down, installing it with apt
-# when missing), then checks formatting and lints and runs every test.
+# when missing), then checks formatting and lints, runs every test, and runs
+# each fuzz target for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,3 +77,5 @@ log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --locked
+log "fuzzing (each target for ${FUZZ_SECONDS:-20}s)"
+scripts/fuzz.sh
