@@ -135,14 +135,32 @@ mod tests {
     fn the_text_form_lists_every_name_once() {
         let topology = Topology::new("kobra", QueueType::Quorum, true);
         let text = render_text(&topology);
-        for e in topology.exchanges() {
-            assert_eq!(
-                text.matches(&format!("  {} ", e.name)).count(),
-                1,
-                "{}",
-                e.name
-            );
-        }
+        let section = |name: &str| -> Vec<String> {
+            text.split_once(&format!("{name}\n"))
+                .map(|(_, rest)| rest)
+                .unwrap_or_default()
+                .lines()
+                .take_while(|l| l.starts_with("  "))
+                .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            section("exchanges"),
+            topology
+                .exchanges()
+                .into_iter()
+                .map(|e| e.name)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            section("queues"),
+            topology
+                .queues()
+                .into_iter()
+                .map(|q| q.name)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(section("bindings").len(), topology.bindings().len());
         assert!(text.contains(
             "kobra.visits -> kobra.visits.debt_collection  key visit.finished.debt_collection"
         ));
