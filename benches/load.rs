@@ -48,14 +48,33 @@ struct Options {
     visits: usize,
     concurrency: usize,
     sweeps: bool,
+    /// `--only QUEUE-MODE` (e.g. `quorum-spool`): the ceiling and that one
+    /// relay configuration, for iterating on a change.
+    only: Option<(QueueType, String)>,
 }
 
 fn options() -> Options {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|spec| {
+            let (queue, mode) = spec.split_once('-').expect("--only QUEUE-MODE");
+            let queue = match queue {
+                "quorum" => QueueType::Quorum,
+                "classic" => QueueType::Classic,
+                other => panic!("--only: unknown queue type {other}"),
+            };
+            assert!(["spool", "confirm"].contains(&mode), "--only: mode is spool or confirm");
+            (queue, mode.to_owned())
+        });
     Options {
         visits: if quick { 2_000 } else { 10_000 },
         concurrency: 32,
-        sweeps: !quick,
+        sweeps: !quick && only.is_none(),
+        only,
     }
 }
 
@@ -560,9 +579,15 @@ async fn main() {
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let mut max_spool_rate = 0.0f64;
     for queue_type in [QueueType::Quorum, QueueType::Classic] {
+        if opts.only.as_ref().is_some_and(|(q, _)| *q != queue_type) {
+            continue;
+        }
         let ceiling = broker_ceiling(queue_type, opts.visits).await;
         let replay = spool_replay(queue_type, opts.visits).await;
         for durability in ["spool", "confirm"] {
+            if opts.only.as_ref().is_some_and(|(_, m)| m != durability) {
+                continue;
+            }
             let run = relay_run(
                 queue_type,
                 durability,
@@ -599,6 +624,9 @@ async fn main() {
         }
     }
 
+    if max_spool_rate == 0.0 {
+        return;
+    }
     let half = max_spool_rate / 2.0;
     let paced = relay_run(
         QueueType::Quorum,

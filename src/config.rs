@@ -7,6 +7,7 @@
 //! never reach `Debug` output or logs; [`Settings::render_masked`] is the only
 //! way settings are printed.
 
+use rustls_pki_types::{CertificateDer, pem::PemObject};
 use secrecy::{ExposeSecret, SecretString};
 use std::{
     collections::BTreeMap,
@@ -578,7 +579,6 @@ fn amqp_ca(raw: &RawValues) -> Result<Option<AmqpCa>, ConfigError> {
     };
     let pem = std::fs::read_to_string(path)
         .map_err(|e| invalid(raw, "AMQP_CA_FILE", format!("cannot read {path}: {e}")))?;
-    use rustls_pki_types::{CertificateDer, pem::PemObject};
     let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(raw, "AMQP_CA_FILE", format!("{path} is not PEM: {e}")))?;
