@@ -67,7 +67,10 @@ fn options() -> Options {
                 "classic" => QueueType::Classic,
                 other => panic!("--only: unknown queue type {other}"),
             };
-            assert!(["spool", "confirm"].contains(&mode), "--only: mode is spool or confirm");
+            assert!(
+                ["spool", "confirm"].contains(&mode),
+                "--only: mode is spool or confirm"
+            );
             (queue, mode.to_owned())
         });
     Options {
