@@ -21,6 +21,10 @@ export CARGO_TARGET_DIR=${KOBRA_FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}
 # the code is safe Rust (unsafe_code = "forbid"), so ASan adds cost but no
 # findings; panics, timeouts and the RSS limit are what we are after.
 build_flags=(--dev --sanitizer none)
+# The http_request target runs a relay whose spool lives under TMPDIR.
+TMPDIR=$(mktemp -d)
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 
 cargo fuzz build "${build_flags[@]}"
 for target in $(cargo fuzz list); do
