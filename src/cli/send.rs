@@ -1,7 +1,13 @@
 //! `kobra-relay send FILE`: post a payload to a relay and print the answer,
 //! the quickest smoke test of a deployment.
 
-use std::{io::Read, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::Read,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use clap::Args;
@@ -84,7 +90,7 @@ pub fn run(args: &SendArgs, settings: &Settings) -> ExitCode {
     }
 }
 
-fn read_payload(file: &PathBuf) -> std::io::Result<Bytes> {
+fn read_payload(file: &Path) -> std::io::Result<Bytes> {
     if file.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::stdin().read_to_end(&mut buf)?;

@@ -9,9 +9,8 @@ use serde_json::json;
 
 use super::{FAILED, fail};
 use crate::config::Settings;
-use crate::publisher::{message, topology::Topology};
 use crate::spool::{self, Inspection};
-use crate::visit::{Envelope, Kind};
+use crate::visit::{self, Envelope, Kind};
 
 /// Arguments of `spool`.
 #[derive(Debug, Args)]
@@ -61,13 +60,8 @@ pub fn run(args: &SpoolArgs, settings: &Settings) -> ExitCode {
     match view {
         View::Stats => print!("{}", render_stats(settings, &inspection, now)),
         View::Pending { json, .. } => {
-            let topology = Topology::new(
-                &settings.topology_prefix,
-                settings.queue_type,
-                settings.declare_queues,
-            );
             for (seq, envelope) in &inspection.oldest {
-                println!("{}", render_entry(*seq, envelope, &topology, json));
+                println!("{}", render_entry(*seq, envelope, json));
             }
         }
     }
@@ -114,8 +108,9 @@ fn render_stats(settings: &Settings, inspection: &Inspection, now: Timestamp) ->
     out
 }
 
-fn render_entry(seq: u64, envelope: &Envelope, topology: &Topology, as_json: bool) -> String {
-    let prepared = message::prepare(envelope, topology);
+fn render_entry(seq: u64, envelope: &Envelope, as_json: bool) -> String {
+    // The ingress's one-pass probe: product and visit id without normalizing.
+    let probe = visit::inspect(&envelope.body);
     let kind = match envelope.kind {
         Kind::Visit => "visit".to_owned(),
         Kind::Rejected(reason) => format!("rejected:{}", reason.as_str()),
@@ -128,8 +123,8 @@ fn render_entry(seq: u64, envelope: &Envelope, topology: &Topology, as_json: boo
             "receivedAt": receipt.received_at.to_string(),
             "keyLabel": receipt.key_label,
             "kind": kind,
-            "product": prepared.product.slug(),
-            "visitId": prepared.visit_id,
+            "product": probe.product.slug(),
+            "visitId": probe.visit_id,
             "bytes": envelope.body.len(),
             "messageId": envelope.message_id(),
         })
@@ -139,8 +134,8 @@ fn render_entry(seq: u64, envelope: &Envelope, topology: &Topology, as_json: boo
         "{seq:>8}  {}  {}  {kind}  {}  visit {}  {} bytes  key {}",
         receipt.received_at,
         receipt.id,
-        prepared.product.slug(),
-        prepared.visit_id.as_deref().unwrap_or("-"),
+        probe.product.slug(),
+        probe.visit_id.as_deref().unwrap_or("-"),
         envelope.body.len(),
         receipt.key_label,
     )

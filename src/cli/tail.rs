@@ -6,7 +6,7 @@
 //! `--from-queue` consumes the product's own queue instead and acknowledges
 //! what it shows, which removes it: for draining, not for watching.
 
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
 use clap::Args;
 use futures_util::StreamExt;
@@ -19,11 +19,10 @@ use lapin::{
     },
     types::{AMQPValue, FieldTable},
 };
-use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::{FAILED, USAGE, fail};
-use crate::config::{Settings, mask_url};
+use crate::config::Settings;
 use crate::publisher::{link, topology::Topology};
 use crate::visit::Product;
 
@@ -108,8 +107,10 @@ pub fn run(args: &TailArgs, settings: &Settings) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let Some(connection) = connect(settings).await else {
-            return ExitCode::from(FAILED);
+        let ca = settings.amqp_ca.as_ref().map(|ca| ca.pem.as_str());
+        let connection = match link::open_first(&settings.amqp_urls, ca, "kobra-relay tail").await {
+            Ok((connection, _)) => connection,
+            Err(failures) => return fail("tail", FAILED, failures),
         };
         let outcome = tokio::select! {
             outcome = consume(&connection, &source, args) => outcome,
@@ -121,24 +122,6 @@ pub fn run(args: &TailArgs, settings: &Settings) -> ExitCode {
             Err(error) => fail("tail", FAILED, error),
         }
     })
-}
-
-async fn connect(settings: &Settings) -> Option<Connection> {
-    let ca = settings.amqp_ca.as_ref().map(|ca| ca.pem.as_str());
-    for url in &settings.amqp_urls {
-        let shown = mask_url(url.expose_secret());
-        let opened = tokio::time::timeout(
-            Duration::from_secs(15),
-            link::open(url.expose_secret(), ca, "kobra-relay tail"),
-        )
-        .await;
-        match opened {
-            Ok(Ok(connection)) => return Some(connection),
-            Ok(Err(error)) => eprintln!("kobra-relay tail: {shown}: {error}"),
-            Err(_) => eprintln!("kobra-relay tail: {shown}: timed out"),
-        }
-    }
-    None
 }
 
 async fn consume(connection: &Connection, source: &Source, args: &TailArgs) -> Result<(), String> {

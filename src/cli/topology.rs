@@ -1,12 +1,11 @@
 //! `kobra-relay topology`: print what the relay declares, or declare it.
 
-use std::{fmt::Write as _, process::ExitCode, time::Duration};
+use std::{fmt::Write as _, process::ExitCode};
 
 use clap::{Args, ValueEnum};
-use secrecy::ExposeSecret;
 
 use super::{FAILED, fail};
-use crate::config::{Settings, mask_url};
+use crate::config::Settings;
 use crate::publisher::{link, topology::Topology};
 
 /// How `topology` prints.
@@ -97,32 +96,29 @@ fn declare(topology: &Topology, settings: &Settings) -> ExitCode {
     };
     let ca = settings.amqp_ca.as_ref().map(|ca| ca.pem.as_str());
     runtime.block_on(async {
-        let mut last_error = String::from("no AMQP_URL");
-        for url in &settings.amqp_urls {
-            let shown = mask_url(url.expose_secret());
-            let attempt = async {
-                let connection =
-                    link::open(url.expose_secret(), ca, "kobra-relay topology").await?;
-                let channel = connection.create_channel().await?;
-                let declared = link::declare(&channel, topology).await;
-                let _ = connection.close(200, "declared".into()).await;
-                declared
+        let (connection, shown) =
+            match link::open_first(&settings.amqp_urls, ca, "kobra-relay topology").await {
+                Ok(opened) => opened,
+                Err(failures) => return fail("topology", FAILED, failures),
             };
-            match tokio::time::timeout(Duration::from_secs(15), attempt).await {
-                Ok(Ok(())) => {
-                    println!(
-                        "declared {} exchanges, {} queues, {} bindings on {shown}",
-                        topology.exchanges().len(),
-                        topology.queues().len(),
-                        topology.bindings().len()
-                    );
-                    return ExitCode::SUCCESS;
-                }
-                Ok(Err(error)) => last_error = format!("{shown}: {error}"),
-                Err(_) => last_error = format!("{shown}: timed out"),
-            }
+        let declared = async {
+            let channel = connection.create_channel().await?;
+            link::declare(&channel, topology).await
         }
-        fail("topology", FAILED, last_error)
+        .await;
+        let _ = connection.close(200, "declared".into()).await;
+        match declared {
+            Ok(()) => {
+                println!(
+                    "declared {} exchanges, {} queues, {} bindings on {shown}",
+                    topology.exchanges().len(),
+                    topology.queues().len(),
+                    topology.bindings().len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail("topology", FAILED, format!("{shown}: {error}")),
+        }
     })
 }
 

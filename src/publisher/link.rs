@@ -238,6 +238,29 @@ pub async fn open(url: &str, ca_pem: Option<&str>, name: &str) -> lapin::Result<
     Connection::connect_with_config(url, properties, tls, lapin::runtime::default_runtime()?).await
 }
 
+/// Opens a connection to the first of `urls` that answers, for the
+/// operator tools: the connection and its URL (password masked), or every
+/// URL's failure.
+///
+/// # Errors
+/// No URL connected within the connect timeout.
+pub async fn open_first(
+    urls: &[SecretString],
+    ca_pem: Option<&str>,
+    name: &str,
+) -> Result<(Connection, String), String> {
+    let mut failures = Vec::new();
+    for url in urls {
+        let shown = mask_url(url.expose_secret());
+        match tokio::time::timeout(CONNECT_TIMEOUT, open(url.expose_secret(), ca_pem, name)).await {
+            Ok(Ok(connection)) => return Ok((connection, shown)),
+            Ok(Err(error)) => failures.push(format!("{shown}: {error}")),
+            Err(_) => failures.push(format!("{shown}: timed out")),
+        }
+    }
+    Err(failures.join("; "))
+}
+
 async fn connect(
     url: &str,
     ca_pem: Option<&str>,

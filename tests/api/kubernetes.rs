@@ -37,6 +37,13 @@ fn manifest_files() -> Vec<String> {
     files
 }
 
+/// The entry called `name` of a list of named items (ports, mounts, ...).
+fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .and_then(|items| items.iter().find(|item| item["name"] == name))
+        .unwrap_or_else(|| panic!("no item named {name}"))
+}
+
 fn labels(v: &Value) -> BTreeMap<String, String> {
     v.as_object()
         .map(|m| {
@@ -153,12 +160,8 @@ fn the_stateful_set_mounts_probes_and_stops_as_the_relay_expects() {
     let pod = &set["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     let port = |name: &str| {
-        container["ports"]
-            .as_array()
-            .expect("ports")
-            .iter()
-            .find(|p| p["name"] == name)
-            .and_then(|p| p["containerPort"].as_u64())
+        named(&container["ports"], name)["containerPort"]
+            .as_u64()
             .expect(name)
     };
     let listen_port = |name: &str| {
@@ -181,12 +184,8 @@ fn the_stateful_set_mounts_probes_and_stops_as_the_relay_expects() {
     }
 
     let mount = |volume: &str| {
-        container["volumeMounts"]
-            .as_array()
-            .expect("mounts")
-            .iter()
-            .find(|m| m["name"] == volume)
-            .and_then(|m| m["mountPath"].as_str())
+        named(&container["volumeMounts"], volume)["mountPath"]
+            .as_str()
             .expect(volume)
             .to_owned()
     };
@@ -286,12 +285,10 @@ fn services_budget_and_monitor_select_the_relay_pods() {
     ));
     let endpoint = &monitor["spec"]["endpoints"][0];
     assert_eq!(endpoint["path"], "/metrics");
-    assert!(
-        headless["spec"]["ports"]
-            .as_array()
-            .expect("ports")
-            .iter()
-            .any(|p| p["name"] == endpoint["port"]),
-        "the monitored port exists"
+    let monitored = endpoint["port"].as_str().expect("port name");
+    assert_eq!(
+        named(&headless["spec"]["ports"], monitored)["targetPort"],
+        "admin",
+        "the monitor scrapes the admin port"
     );
 }
