@@ -5,6 +5,7 @@
 //! product mapping, normalization). It must not touch the network or the disk,
 //! so every rule here is unit tested directly.
 
+pub mod checklist;
 pub mod fields;
 pub mod normalize;
 pub mod product;

@@ -14,11 +14,12 @@
 use serde::Serialize;
 use serde_json::{Number, Value, value::RawValue};
 
+use super::Envelope;
+use super::checklist::{self, Item, List, SentAnswer, SentQuestion};
 use super::fields::{self, Read};
 use super::product::Product;
 use super::raw::{self, RawObject};
 use super::time::{self, VisitTime};
-use super::{Envelope, json_type_name};
 
 /// Version of the document layout; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -434,116 +435,114 @@ impl<'o, 'a> Reader<'o, 'a> {
         let Some(sent) = self.get("checklist").filter(|v| !raw::is_null(v)) else {
             return Vec::new();
         };
-        let Some(items) = raw::array(sent) else {
-            let message = format!(
-                "expected an array, got {}",
-                json_type_name(&raw::value(sent))
-            );
-            self.warn("checklist", "checklist", message);
-            return Vec::new();
+        let items = match checklist::parse(sent.get()) {
+            Ok(List::Items(items)) => items,
+            Ok(List::Not(found)) => {
+                self.warn(
+                    "checklist",
+                    "checklist",
+                    format!("expected an array, got {found}"),
+                );
+                return Vec::new();
+            }
+            // The ingress only lets valid JSON through as a visit.
+            Err(error) => {
+                self.warn("checklist", "checklist", format!("unreadable: {error}"));
+                return Vec::new();
+            }
         };
         let mut questions = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
-            let Some(q) = RawObject::parse(item) else {
-                let message = format!(
-                    "expected an object, got {}",
-                    json_type_name(&raw::value(item))
-                );
-                self.warn(format!("checklist[{i}]"), "checklist", message);
-                continue;
-            };
-            questions.push(self.question(i, &q));
+            match item {
+                Item::Object(q) => questions.push(self.question(i, q)),
+                Item::Not(found) => self.warn(
+                    format!("checklist[{i}]"),
+                    "checklist",
+                    format!("expected an object, got {found}"),
+                ),
+            }
         }
         sort_by_order(&mut questions, |q| &q.order);
         questions
     }
 
-    fn question(&mut self, index: usize, q: &RawObject<'a>) -> Question<'a> {
-        let path = format!("checklist[{index}]");
-        let answers = match q.get("answers").filter(|v| !raw::is_null(v)) {
+    fn question(&mut self, index: usize, q: SentQuestion<'a>) -> Question<'a> {
+        let path = || format!("checklist[{index}]");
+        let answers = match q.answers {
             None => Vec::new(),
-            Some(sent) => match raw::array(sent) {
-                Some(items) => {
-                    let mut answers = Vec::with_capacity(items.len());
-                    for (j, item) in items.into_iter().enumerate() {
-                        let answer_path = format!("{path}.answers[{j}]");
-                        match RawObject::parse(item) {
-                            Some(a) => answers.push(self.answer(&answer_path, &a)),
-                            None => {
-                                let message = format!(
-                                    "expected an object, got {}",
-                                    json_type_name(&raw::value(item))
-                                );
-                                self.warn(answer_path, "checklist", message);
-                            }
-                        }
+            Some(List::Items(items)) => {
+                let mut answers = Vec::with_capacity(items.len());
+                for (j, item) in items.into_iter().enumerate() {
+                    let answer_path = || format!("{}.answers[{j}]", path());
+                    match item {
+                        Item::Object(a) => answers.push(self.answer(&answer_path, a)),
+                        Item::Not(found) => self.warn(
+                            answer_path(),
+                            "checklist",
+                            format!("expected an object, got {found}"),
+                        ),
                     }
-                    sort_by_order(&mut answers, |a| &a.order);
-                    answers
                 }
-                None => {
-                    let message = format!(
-                        "expected an array, got {}",
-                        json_type_name(&raw::value(sent))
-                    );
-                    self.warn(format!("{path}.answers"), "checklist", message);
-                    Vec::new()
-                }
-            },
+                sort_by_order(&mut answers, |a| &a.order);
+                answers
+            }
+            Some(List::Not(found)) => {
+                self.warn(
+                    format!("{}.answers", path()),
+                    "checklist",
+                    format!("expected an array, got {found}"),
+                );
+                Vec::new()
+            }
         };
-        let question = self.nested_text(q, "questionName", &path);
+        let question = self.nested_text(q.question_name.as_ref(), || {
+            format!("{}.questionName", path())
+        });
         Question {
-            question_id: id_of(q, "questionID"),
+            question_id: fields::integer_or_string(&q.question_id),
             question,
-            order: id_of(q, "order"),
+            order: fields::integer_or_string(&q.order),
             answers,
         }
     }
 
-    fn answer(&mut self, path: &str, a: &RawObject<'a>) -> Answer<'a> {
-        let type_id = id_of(a, "answerTypeID");
+    fn answer(&mut self, path: &dyn Fn() -> String, a: SentAnswer<'a>) -> Answer<'a> {
+        let type_id = fields::integer_or_string(&a.answer_type_id);
         let answer_type = AnswerType::from_id(&type_id);
-        let raw_value = a.get("value");
-        let value = match raw_value.map(raw::value) {
+        let value = match a.value.map(raw::value) {
             None => Value::Null,
             Some(sent) => match answer_type.typed(&sent) {
                 Ok(v) => v,
                 Err(message) => {
-                    self.warn(format!("{path}.value"), "checklist", message);
+                    self.warn(format!("{}.value", path()), "checklist", message);
                     Value::Null
                 }
             },
         };
-        let name = self.nested_text(a, "answerName", path);
+        let name = self.nested_text(a.answer_name.as_ref(), || format!("{}.answerName", path()));
         Answer {
-            answer_id: id_of(a, "answerID"),
+            answer_id: fields::integer_or_string(&a.answer_id),
             type_id,
             kind: answer_type.name(),
             name,
-            order: id_of(a, "order"),
+            order: fields::integer_or_string(&a.order),
             value,
-            raw_value,
+            raw_value: a.value,
         }
     }
 
-    /// A text member of a checklist object, with a warning when unreadable.
-    fn nested_text(&mut self, object: &RawObject<'a>, key: &str, path: &str) -> Option<String> {
-        match object.get(key).map(|v| fields::text(&raw::value(v))) {
+    /// A text member of a checklist object, with a warning (at the path
+    /// `field` builds, only when needed) when unreadable.
+    fn nested_text(&mut self, sent: Option<&Value>, field: impl Fn() -> String) -> Option<String> {
+        match sent.map(fields::text) {
             None | Some(Ok(None)) => None,
             Some(Ok(Some(text))) => Some(text),
             Some(Err(message)) => {
-                self.warn(format!("{path}.{key}"), "checklist", message);
+                self.warn(field(), "checklist", message);
                 None
             }
         }
     }
-}
-
-fn id_of(object: &RawObject<'_>, key: &str) -> Value {
-    object
-        .get(key)
-        .map(|v| fields::integer_or_string(&raw::value(v)))
-        .unwrap_or(Value::Null)
 }
 
 /// Stable sort by an integer `order`; null and non-integer orders go last.
