@@ -109,7 +109,6 @@ macro_rules! scalars_are_not_the_shape {
     };
 }
 
-
 /// Consumes an object whose first member name was `first`; tells whether it
 /// was really a number (see [`NUMBER_TOKEN`]).
 fn drain_object<'de, A: MapAccess<'de>>(first: &str, mut map: A) -> Result<&'static str, A::Error> {
