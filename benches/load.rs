@@ -269,8 +269,11 @@ impl Relay {
         amqp_url: &str,
     ) -> Self {
         let (ingress, admin) = (free_addr(), free_addr());
-        let binary =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/kobra-relay");
+        // KOBRA_BENCH_RELAY runs another build (to compare two in one sitting).
+        let binary = std::env::var_os("KOBRA_BENCH_RELAY").map_or_else(
+            || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/kobra-relay"),
+            std::path::PathBuf::from,
+        );
         let started = Instant::now();
         let child = std::process::Command::new(&binary)
             .env_clear()
@@ -716,6 +719,13 @@ async fn relay_run(
     let spool = tempfile::tempdir().expect("tempdir");
     let requests = requests(visits, size);
     let relay = Relay::start(&prefix, queue_type, durability, spool.path(), AMQP_URL).await;
+    // For scripts/profile.sh, which attributes samples to this process.
+    eprintln!(
+        "relay pid {}: {} {durability}, {visits} visits, concurrency {concurrency}, {}",
+        relay.child.id(),
+        queue_type.as_str(),
+        rate.map_or("unpaced".to_owned(), |r| format!("paced at {r:.0}/s")),
+    );
     let cpu_before = relay.cpu_seconds();
     let split_before = CpuSplit::now();
     let started = Instant::now();

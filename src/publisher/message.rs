@@ -93,7 +93,12 @@ fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit<'_>, topology: &Top
         "x-schema-version".into(),
         AMQPValue::LongInt(normalize::SCHEMA_VERSION as i32),
     );
-    let document = serde_json::to_vec(&visit).unwrap_or_default();
+    // The document repeats most of the body plus typed fields and warnings:
+    // sized up front, it is written without growing (and copying) the buffer.
+    let mut document = Vec::with_capacity(envelope.body.len() * 2 + 1024);
+    if serde_json::to_writer(&mut document, &visit).is_err() {
+        document.clear();
+    }
     let normalized = Outgoing {
         label: ExchangeLabel::Normalized,
         exchange: topology.visits_exchange(),

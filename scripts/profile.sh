@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Where the relay's CPU goes under load: records every CPU with perf while
+# the benchmark runs one configuration (default quorum-spool), then sorts
+# the samples of the relay process of the unpaced run into categories
+# (normalization, allocator, HTTP, AMQP, kernel network, spool disk, ...)
+# and converts each share into µs per visit.
+#   scripts/profile.sh [QUEUE-MODE]
+# perf comes from Debian's linux-perf and is installed when missing. The
+# virtual machines here have no hardware counters, so the clock is sampled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# shellcheck source=scripts/lib/rabbitmq.sh
+. scripts/lib/rabbitmq.sh
+
+only="${1:-quorum-spool}"
+if ! command -v perf >/dev/null 2>&1; then
+  log "perf is not installed; installing linux-perf with apt"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
+fi
+ensure_rabbitmq
+log "building the release relay"
+cargo build --release --locked --bin kobra-relay
+cargo bench --locked --no-run --bench load
+bench=$(cargo bench --locked --no-run --bench load --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "load" and m.get("executable"):
+        print(m["executable"])')
+out=target/bench/profile
+mkdir -p "$out"
+log "recording all CPUs while the benchmark runs --only $only"
+as_root perf record -q -e cpu-clock -F 2000 -a -g -o "$out/perf.data" -- \
+  "$bench" --only "$only" >"$out/bench.md" 2>"$out/bench.log"
+pid=$(sed -n 's/^relay pid \([0-9]*\): .*unpaced$/\1/p' "$out/bench.log" | head -1)
+[ -n "$pid" ] || { log "no unpaced relay run in $out/bench.log"; exit 1; }
+grep -E '^\| ' "$out/bench.md" | grep -v '^| step' || true
+echo
+as_root perf script -i "$out/perf.data" -F pid,tid,ip,sym 2>/dev/null |
+  python3 scripts/lib/profile_categories.py "$pid" "$out/bench.md" | tee "$out/categories.md"
