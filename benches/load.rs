@@ -287,6 +287,8 @@ impl Relay {
             .env("KOBRA_RELAY_SPOOL_DIR", spool)
             .env("KOBRA_RELAY_MAX_BODY_BYTES", "2MiB")
             .env("RUST_LOG", "warn")
+            // mimalloc's own settings pass through, to try them under load.
+            .envs(std::env::vars().filter(|(name, _)| name.starts_with("MIMALLOC_")))
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
