@@ -74,9 +74,10 @@ def samples(stream):
 
 
 def relay_us_per_visit():
+    """The relay row of an --only run (there is one)."""
     for line in open(BENCH_TABLE, encoding="utf-8"):
         cells = [c.strip() for c in line.split("|")]
-        if len(cells) > 5 and cells[2].startswith("relay, spool"):
+        if len(cells) > 5 and cells[2].startswith("relay, "):
             return float(cells[5])
     return None
 
