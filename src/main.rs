@@ -148,7 +148,7 @@ mod tests {
     use super::*;
 
     /// Guards the option's index: mimalloc's own default for `purge_delay`
-    /// is 1000 ms, so the index must read that before it is set to 0.
+    /// is 1000 ms, so the index must read that before the relay sets it.
     #[test]
     #[allow(unsafe_code)]
     fn the_purge_delay_option_is_the_one_set() {

@@ -1,6 +1,6 @@
 //! `kobra-relay topology`: print what the relay declares, or declare it.
 
-use std::{fmt::Write as _, process::ExitCode};
+use std::{fmt::Write as _, process::ExitCode, time::Duration};
 
 use clap::{Args, ValueEnum};
 
@@ -89,6 +89,10 @@ pub fn render_text(topology: &Topology) -> String {
     out
 }
 
+/// How long declaring may take once connected: a broker that accepts the
+/// connection but never answers must not hang the tool.
+const DECLARE_TIMEOUT: Duration = Duration::from_secs(15);
+
 fn declare(topology: &Topology, settings: &Settings) -> ExitCode {
     let runtime = match super::runtime("topology") {
         Ok(runtime) => runtime,
@@ -101,14 +105,14 @@ fn declare(topology: &Topology, settings: &Settings) -> ExitCode {
                 Ok(opened) => opened,
                 Err(failures) => return fail("topology", FAILED, failures),
             };
-        let declared = async {
+        let declared = tokio::time::timeout(DECLARE_TIMEOUT, async {
             let channel = connection.create_channel().await?;
             link::declare(&channel, topology).await
-        }
+        })
         .await;
         let _ = connection.close(200, "declared".into()).await;
         match declared {
-            Ok(()) => {
+            Ok(Ok(())) => {
                 println!(
                     "declared {} exchanges, {} queues, {} bindings on {shown}",
                     topology.exchanges().len(),
@@ -117,7 +121,8 @@ fn declare(topology: &Topology, settings: &Settings) -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(error) => fail("topology", FAILED, format!("{shown}: {error}")),
+            Ok(Err(error)) => fail("topology", FAILED, format!("{shown}: {error}")),
+            Err(_) => fail("topology", FAILED, format!("{shown}: declaring timed out")),
         }
     })
 }

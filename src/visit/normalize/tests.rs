@@ -331,6 +331,44 @@ fn a_checklist_that_is_not_an_array_is_reported() {
 }
 
 #[test]
+fn misshapen_questions_and_answers_are_skipped_with_a_warning_each() {
+    let d = doc(&json!({"productID": 1, "checklist": [
+        7,
+        {"questionID": 1, "order": 1, "answers": "none"},
+        {"questionID": 2, "order": 2, "answers": [
+            [1],
+            {"answerID": 5, "answerTypeID": 1, "order": 1, "value": "ok"}
+        ]}
+    ]}));
+    let warnings: Vec<(&str, &str)> = d["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .map(|w| {
+            (
+                w["field"].as_str().unwrap_or(""),
+                w["message"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        warnings,
+        vec![
+            ("checklist[0]", "expected an object, got a number"),
+            ("checklist[1].answers", "expected an array, got a string"),
+            (
+                "checklist[2].answers[0]",
+                "expected an object, got an array"
+            ),
+        ]
+    );
+    let questions = d["checklist"].as_array().expect("checklist");
+    assert_eq!(questions.len(), 2);
+    assert_eq!(questions[0]["answers"], json!([]));
+    assert_eq!(questions[1]["answers"][0]["value"], "ok");
+}
+
+#[test]
 fn every_warning_has_a_bounded_metric_field() {
     let body = json!({
         "visitID": [], "visitId": 1, "productID": "x", "agentID": {}, "externalID": true,
