@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: makes sure RabbitMQ answers on
 # 127.0.0.1:5672 (starting it when installed but down, installing it with apt
-# when missing), then checks formatting and lints, runs every test, and runs
-# each fuzz target for a bounded time.
+# when missing), starts a 3-node RabbitMQ cluster of its own on loopback for
+# the cluster tests (scripts/cluster.sh; removed again on exit), then checks
+# formatting and lints, runs every test, and runs each fuzz target for a
+# bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +66,18 @@ validate_asyncapi() {
 }
 
 ensure_rabbitmq
+
+# The cluster boots (about 25 s) while the checks below run.
+mkdir -p target
+log "starting the 3-node test cluster in the background (scripts/cluster.sh up)"
+scripts/cluster.sh up >target/cluster-up.log 2>&1 &
+cluster_boot=$!
+stop_cluster() {
+  kill "$cluster_boot" 2>/dev/null && wait "$cluster_boot" 2>/dev/null
+  scripts/cluster.sh down
+}
+trap stop_cluster EXIT
+
 ensure_prometheus
 ensure_deploy_validators
 
@@ -75,7 +89,15 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+log "waiting for the test cluster"
+if ! wait "$cluster_boot"; then
+  cat target/cluster-up.log >&2
+  log "the 3-node test cluster did not start (log above)"
+  exit 1
+fi
 log "cargo test"
 cargo test --locked
+stop_cluster
+trap - EXIT
 log "fuzzing (each target for ${FUZZ_SECONDS:-20}s)"
 scripts/fuzz.sh
