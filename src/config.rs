@@ -24,7 +24,7 @@ use crate::auth::{ApiKeys, KeySpecError};
 pub const ENV_PREFIX: &str = "KOBRA_RELAY_";
 
 /// Every setting, by its upper-case name, with its default (if any).
-const SETTINGS: [(&str, Option<&str>); 22] = [
+const SETTINGS: [(&str, Option<&str>); 23] = [
     ("LISTEN", Some("0.0.0.0:8080")),
     ("ADMIN_LISTEN", Some("0.0.0.0:8081")),
     ("API_KEYS", None),
@@ -35,6 +35,7 @@ const SETTINGS: [(&str, Option<&str>); 22] = [
     ("QUEUE_TYPE", Some("quorum")),
     ("DECLARE_QUEUES", Some("true")),
     ("DURABILITY", Some("spool")),
+    ("REPLICATED_DEADLINE", Some("50ms")),
     ("SPOOL_DIR", Some("./data/spool")),
     ("SPOOL_MAX_BYTES", Some("1 GiB")),
     ("MAX_BODY_BYTES", Some("1048576")),
@@ -97,6 +98,21 @@ pub enum Durability {
     Spool,
     /// After the broker confirmed both messages; no spool.
     Confirm,
+    /// After the spool's fsync and the broker's confirms on quorum queues
+    /// when those come within `REPLICATED_DEADLINE`; otherwise after the
+    /// fsync alone, as in `Spool`.
+    Replicated,
+}
+
+impl Durability {
+    /// The setting's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Spool => "spool",
+            Self::Confirm => "confirm",
+            Self::Replicated => "replicated",
+        }
+    }
 }
 
 /// RabbitMQ queue type for declared queues.
@@ -152,6 +168,9 @@ pub struct Settings {
     pub declare_queues: bool,
     /// When `202` is sent.
     pub durability: Durability,
+    /// How long a `replicated` 202 waits for the broker's confirms before it
+    /// answers from the spool.
+    pub replicated_deadline: Duration,
     /// Spool directory.
     pub spool_dir: PathBuf,
     /// Spool capacity in bytes of pending entries.
@@ -265,6 +284,29 @@ impl Settings {
                 .ok_or_else(|| format!("{s:?} must be 1-200 characters of A-Z a-z 0-9 . _ - :"))
         })?;
 
+        let queue_type = parse_setting(raw, "QUEUE_TYPE", |s| {
+            match s.to_ascii_lowercase().as_str() {
+                "quorum" => Ok(QueueType::Quorum),
+                "classic" => Ok(QueueType::Classic),
+                _ => Err(format!("{s:?} must be quorum or classic")),
+            }
+        })?;
+        let durability = parse_setting(raw, "DURABILITY", |s| {
+            match s.to_ascii_lowercase().as_str() {
+                "spool" => Ok(Durability::Spool),
+                "confirm" => Ok(Durability::Confirm),
+                "replicated" => Ok(Durability::Replicated),
+                _ => Err(format!("{s:?} must be spool, confirm or replicated")),
+            }
+        })?;
+        if durability == Durability::Replicated && queue_type != QueueType::Quorum {
+            // A classic queue's confirm says one node has it, not a majority.
+            return Err(invalid(
+                "DURABILITY",
+                "replicated needs quorum queues, but KOBRA_RELAY_QUEUE_TYPE is classic".into(),
+            ));
+        }
+
         Ok(Self {
             listen: parse_setting(raw, "LISTEN", parse_addr)?,
             admin_listen: parse_setting(raw, "ADMIN_LISTEN", parse_addr)?,
@@ -274,21 +316,14 @@ impl Settings {
             amqp_urls: parse_setting(raw, "AMQP_URL", parse_amqp_urls)?,
             amqp_ca: amqp_ca(raw)?,
             topology_prefix,
-            queue_type: parse_setting(raw, "QUEUE_TYPE", |s| {
-                match s.to_ascii_lowercase().as_str() {
-                    "quorum" => Ok(QueueType::Quorum),
-                    "classic" => Ok(QueueType::Classic),
-                    _ => Err(format!("{s:?} must be quorum or classic")),
-                }
-            })?,
+            queue_type,
             declare_queues: parse_setting(raw, "DECLARE_QUEUES", parse_bool)?,
-            durability: parse_setting(raw, "DURABILITY", |s| {
-                match s.to_ascii_lowercase().as_str() {
-                    "spool" => Ok(Durability::Spool),
-                    "confirm" => Ok(Durability::Confirm),
-                    _ => Err(format!("{s:?} must be spool or confirm")),
-                }
-            })?,
+            durability,
+            replicated_deadline: parse_setting(
+                raw,
+                "REPLICATED_DEADLINE",
+                parse_positive_duration,
+            )?,
             spool_dir: parse_setting(raw, "SPOOL_DIR", |s| {
                 if s.is_empty() {
                     Err("must not be empty".into())
@@ -358,11 +393,8 @@ impl Settings {
         line("TOPOLOGY_PREFIX", quoted(&self.topology_prefix));
         line("QUEUE_TYPE", quoted(self.queue_type.as_str()));
         line("DECLARE_QUEUES", self.declare_queues.to_string());
-        let durability = match self.durability {
-            Durability::Spool => "spool",
-            Durability::Confirm => "confirm",
-        };
-        line("DURABILITY", quoted(durability));
+        line("DURABILITY", quoted(self.durability.as_str()));
+        line("REPLICATED_DEADLINE", millis(self.replicated_deadline));
         line("SPOOL_DIR", quoted(&self.spool_dir.display().to_string()));
         line("SPOOL_MAX_BYTES", self.spool_max_bytes.to_string());
         line("MAX_BODY_BYTES", self.max_body_bytes.to_string());
@@ -663,6 +695,7 @@ mod tests {
         assert_eq!(s.queue_type, QueueType::Quorum);
         assert!(s.declare_queues);
         assert_eq!(s.durability, Durability::Spool);
+        assert_eq!(s.replicated_deadline, Duration::from_millis(50));
         assert_eq!(s.spool_dir, PathBuf::from("./data/spool"));
         assert_eq!(s.spool_max_bytes, 1 << 30);
         assert_eq!(s.max_body_bytes, 1_048_576);
@@ -693,6 +726,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("KOBRA_RELAY_DURABILITY"), "{err}");
+        let err = load(&[
+            ("API_KEYS", "k"),
+            ("DURABILITY", "replicated"),
+            ("QUEUE_TYPE", "classic"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("KOBRA_RELAY_DURABILITY"), "{err}");
+        assert!(err.contains("KOBRA_RELAY_QUEUE_TYPE"), "{err}");
         let err = load(&[("API_KEYS", "k"), ("AMQP_URL", "http://x")])
             .unwrap_err()
             .to_string();

@@ -69,6 +69,28 @@ impl ExchangeLabel {
     }
 }
 
+/// Where an accepted visit was durable when its 202 was sent; the
+/// `durable_in` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurableIn {
+    /// Confirmed by the broker (on a majority, with quorum queues).
+    Broker,
+    /// Fsynced to the local spool only.
+    Spool,
+}
+
+impl DurableIn {
+    const ALL: [DurableIn; 2] = [Self::Broker, Self::Spool];
+
+    /// The label value, also the `durableIn` of a `replicated` 202.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Broker => "broker",
+            Self::Spool => "spool",
+        }
+    }
+}
+
 /// All metrics of one relay.
 #[derive(Clone)]
 pub struct Metrics {
@@ -77,6 +99,7 @@ pub struct Metrics {
     http_duration: HistogramVec,
     auth_failures: IntCounterVec,
     visits_received: IntCounterVec,
+    accepted: IntCounterVec,
     messages_published: IntCounterVec,
     publish_failures: IntCounterVec,
     publish_confirm: Histogram,
@@ -145,6 +168,14 @@ impl Metrics {
             visits_received: IntCounterVec::new(
                 opts("visits_received_total", "Visits accepted (202) by product."),
                 &["product"],
+            )
+            .expect("valid metric"),
+            accepted: IntCounterVec::new(
+                opts(
+                    "accepted_total",
+                    "Visits answered 202, by where they were durable at that moment (broker: confirmed; spool: fsynced locally).",
+                ),
+                &["durable_in"],
             )
             .expect("valid metric"),
             messages_published: IntCounterVec::new(
@@ -226,6 +257,7 @@ impl Metrics {
             Box::new(self.http_duration.clone()),
             Box::new(self.auth_failures.clone()),
             Box::new(self.visits_received.clone()),
+            Box::new(self.accepted.clone()),
             Box::new(self.messages_published.clone()),
             Box::new(self.publish_failures.clone()),
             Box::new(self.publish_confirm.clone()),
@@ -282,6 +314,9 @@ impl Metrics {
         }
         self.messages_published
             .with_label_values(&[ExchangeLabel::Rejected.as_str(), "unknown"]);
+        for durable_in in DurableIn::ALL {
+            self.accepted.with_label_values(&[durable_in.as_str()]);
+        }
         for reason in PublishFailure::ALL {
             self.publish_failures.with_label_values(&[reason.as_str()]);
         }
@@ -329,6 +364,13 @@ impl Metrics {
     pub fn visit_received(&self, product: Product) {
         self.visits_received
             .with_label_values(&[product.metric_label()])
+            .inc();
+    }
+
+    /// A 202, by where the visit was durable when it was sent.
+    pub fn accepted(&self, durable_in: DurableIn) {
+        self.accepted
+            .with_label_values(&[durable_in.as_str()])
             .inc();
     }
 
@@ -427,6 +469,7 @@ mod tests {
             "http_request_duration_seconds",
             "auth_failures_total",
             "visits_received_total",
+            "accepted_total",
             "messages_published_total",
             "publish_failures_total",
             "publish_confirm_seconds",

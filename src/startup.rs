@@ -34,8 +34,26 @@ const HTTP_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 pub enum Sink {
     /// `DURABILITY=spool`: the local spool; a background task publishes.
     Spool(Spool),
+    /// `DURABILITY=replicated`: the local spool, and the 202 waits up to
+    /// `deadline` for the background task's confirms.
+    Replicated {
+        /// The spool every request goes through.
+        spool: Spool,
+        /// `REPLICATED_DEADLINE`.
+        deadline: Duration,
+    },
     /// `DURABILITY=confirm`: straight to the broker.
     Confirm,
+}
+
+impl Sink {
+    /// The spool, in the modes that have one.
+    pub fn spool(&self) -> Option<&Spool> {
+        match self {
+            Self::Spool(spool) | Self::Replicated { spool, .. } => Some(spool),
+            Self::Confirm => None,
+        }
+    }
 }
 
 /// State shared by every request handler.
@@ -96,7 +114,7 @@ impl App {
         );
 
         let (sink, recovered_up_to) = match settings.durability {
-            Durability::Spool => {
+            Durability::Spool | Durability::Replicated => {
                 let (spool, report) = Spool::open(&settings.spool_dir, settings.spool_max_bytes)
                     .map_err(anyhow::Error::new)
                     .with_context(|| {
@@ -113,7 +131,15 @@ impl App {
                     );
                 }
                 metrics.spool_capacity(settings.spool_max_bytes);
-                (Sink::Spool(spool), report.last_pending_seq)
+                let sink = if settings.durability == Durability::Replicated {
+                    Sink::Replicated {
+                        spool,
+                        deadline: settings.replicated_deadline,
+                    }
+                } else {
+                    Sink::Spool(spool)
+                };
+                (sink, report.last_pending_seq)
             }
             Durability::Confirm => (Sink::Confirm, None),
         };
@@ -151,7 +177,7 @@ impl App {
 
         tracing::info!(
             ingress = %ingress.local_addr()?, admin = %admin.local_addr()?, tls = settings.tls.is_some(),
-            durability = ?settings.durability, prefix = %settings.topology_prefix,
+            durability = settings.durability.as_str(), prefix = %settings.topology_prefix,
             keys = settings.api_keys.len(), build_ms = started.elapsed().as_millis() as u64,
             "kobra-relay ready"
         );
@@ -230,8 +256,8 @@ impl App {
             admin_stop.clone(),
         ));
 
-        let drain_task = match &state.sink {
-            Sink::Spool(spool) => {
+        let drain_task = match state.sink.spool() {
+            Some(spool) => {
                 tokio::spawn(
                     state
                         .publisher
@@ -244,7 +270,7 @@ impl App {
                     drain_stop.clone(),
                 )))
             }
-            Sink::Confirm => None,
+            None => None,
         };
         let ingress_task = tokio::spawn(http::serve(
             ingress,
@@ -266,7 +292,7 @@ impl App {
         ingress_stop.cancel();
         let _ = ingress_task.await;
 
-        if let Sink::Spool(spool) = &state.sink {
+        if let Some(spool) = state.sink.spool() {
             spool.close();
             wait_for_drain(spool, &state, shutdown_grace).await;
         }
@@ -278,7 +304,7 @@ impl App {
         let _ = link_task.await;
         admin_stop.cancel();
         let _ = admin_task.await;
-        if let Sink::Spool(spool) = &state.sink {
+        if let Some(spool) = state.sink.spool() {
             let left = spool.stats().entries;
             tracing::info!(left_in_spool = left, "kobra-relay stopped");
         } else {

@@ -7,7 +7,10 @@
 //!
 //! **Ack order.** A `202` is written only after the request is durable:
 //! in `spool` mode after the spool's group commit has fsynced it, in
-//! `confirm` mode after the broker confirmed both messages. A `400` for a
+//! `confirm` mode after the broker confirmed both messages, in `replicated`
+//! mode after the fsync and then either the confirms of both messages
+//! (`"durableIn":"broker"`) or, when they do not come within
+//! `REPLICATED_DEADLINE`, the fsync alone (`"durableIn":"spool"`). A `400` for a
 //! body that is not a JSON object promises to keep the bytes on the rejected
 //! exchange, so it too is sent only after that copy is durable. Anything
 //! that fails before then answers `503` and nothing is kept half-written.
@@ -23,8 +26,8 @@ use uuid::Uuid;
 
 use super::{HttpResponse, response};
 use crate::auth::AuthError;
-use crate::metrics::{ROUTE_FINISH_VISIT, ROUTE_OTHER};
-use crate::spool::SpoolError;
+use crate::metrics::{DurableIn, ROUTE_FINISH_VISIT, ROUTE_OTHER};
+use crate::spool::{Spool, SpoolError};
 use crate::startup::{AppState, Sink};
 use crate::visit::{self, Envelope, Kind, Receipt};
 
@@ -39,6 +42,9 @@ struct Accepted<'a> {
     status: &'static str,
     receipt_id: &'a str,
     message_id: &'a str,
+    /// Said only in `replicated` mode, where it varies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    durable_in: Option<&'static str>,
 }
 
 /// The caller's `x-request-id` when it is 1–128 of `[A-Za-z0-9._:-]`.
@@ -201,9 +207,10 @@ async fn handle(req: Request<Incoming>, state: &AppState, receipt_id: Uuid) -> H
     let envelope = Envelope::with_kind(receipt, body, inspection.kind);
     let message_id = envelope.message_id();
 
-    if let Err(refusal) = make_durable(state, envelope).await {
-        return refusal;
-    }
+    let durable_in = match make_durable(state, envelope).await {
+        Ok(durable_in) => durable_in,
+        Err(refusal) => return refusal,
+    };
     match (inspection.kind, detail) {
         (Kind::Rejected(reason), detail) => {
             state.metrics.rejected(reason);
@@ -211,13 +218,16 @@ async fn handle(req: Request<Incoming>, state: &AppState, receipt_id: Uuid) -> H
         }
         (Kind::Visit, _) => {
             state.metrics.visit_received(inspection.product);
+            state.metrics.accepted(durable_in);
             let receipt_id = receipt_id.to_string();
+            let replicated = matches!(state.sink, Sink::Replicated { .. });
             response::json(
                 StatusCode::ACCEPTED,
                 &Accepted {
                     status: "accepted",
                     receipt_id: &receipt_id,
                     message_id: &message_id,
+                    durable_in: replicated.then(|| durable_in.as_str()),
                 },
             )
         }
@@ -254,10 +264,14 @@ fn durability_unavailable(state: &AppState, declared_len: u64) -> Option<HttpRes
         ));
     }
     match &state.sink {
-        Sink::Spool(spool) if !spool.has_room_for(declared_len) => Some(response::unavailable(
-            "the local spool is full (KOBRA_RELAY_SPOOL_MAX_BYTES); the broker is not draining it",
-            RETRY_AFTER_SECONDS,
-        )),
+        Sink::Spool(spool) | Sink::Replicated { spool, .. }
+            if !spool.has_room_for(declared_len) =>
+        {
+            Some(response::unavailable(
+                "the local spool is full (KOBRA_RELAY_SPOOL_MAX_BYTES); the broker is not draining it",
+                RETRY_AFTER_SECONDS,
+            ))
+        }
         Sink::Confirm if !state.publisher.link().is_connected() => Some(response::unavailable(
             "not connected to the broker (DURABILITY=confirm)",
             RETRY_AFTER_SECONDS,
@@ -266,27 +280,56 @@ fn durability_unavailable(state: &AppState, declared_len: u64) -> Option<HttpRes
     }
 }
 
-/// Makes the envelope durable according to `DURABILITY`.
-async fn make_durable(state: &AppState, envelope: Envelope) -> Result<(), HttpResponse> {
+/// Makes the envelope durable according to `DURABILITY` and says where it
+/// is durable now. Bodies that are not visits are kept in the spool and not
+/// waited for in `replicated` mode: their 400 promises only that they are kept.
+async fn make_durable(state: &AppState, envelope: Envelope) -> Result<DurableIn, HttpResponse> {
     match &state.sink {
-        Sink::Spool(spool) => spool.append(envelope).await.map(drop).map_err(|error| {
-            let detail = match &error {
-                SpoolError::Full { .. } => {
-                    "the local spool is full (KOBRA_RELAY_SPOOL_MAX_BYTES); the broker is not draining it"
-                }
-                SpoolError::Closed => "the relay is shutting down",
-                _ => "the local spool cannot be written (KOBRA_RELAY_SPOOL_DIR)",
+        Sink::Spool(spool) => {
+            append(spool, envelope).await?;
+            Ok(DurableIn::Spool)
+        }
+        Sink::Replicated { spool, deadline } => {
+            // Registered before the append, so that no confirm can be missed.
+            let waiting = (envelope.kind == Kind::Visit)
+                .then(|| state.publisher.waiters().register(envelope.receipt.id));
+            append(spool, envelope).await?;
+            let Some(mut waiting) = waiting else {
+                return Ok(DurableIn::Spool);
             };
-            if !matches!(error, SpoolError::Full { .. } | SpoolError::Closed) {
-                tracing::error!(error = %error, source = ?std::error::Error::source(&error), "spool append failed");
+            match tokio::time::timeout(*deadline, waiting.confirmed()).await {
+                Ok(true) => Ok(DurableIn::Broker),
+                Ok(false) | Err(_) => Ok(DurableIn::Spool),
             }
-            response::unavailable(detail, RETRY_AFTER_SECONDS)
-        }),
-        Sink::Confirm => state.publisher.deliver(&envelope).await.map_err(|error| {
-            tracing::warn!(%error, "broker did not confirm (DURABILITY=confirm)");
-            response::unavailable(&format!("the broker did not confirm the visit: {error}"), RETRY_AFTER_SECONDS)
-        }),
+        }
+        Sink::Confirm => match state.publisher.deliver(&envelope).await {
+            Ok(()) => Ok(DurableIn::Broker),
+            Err(error) => {
+                tracing::warn!(%error, "broker did not confirm (DURABILITY=confirm)");
+                Err(response::unavailable(
+                    &format!("the broker did not confirm the visit: {error}"),
+                    RETRY_AFTER_SECONDS,
+                ))
+            }
+        },
     }
+}
+
+/// Appends to the spool; a failure is the 503 to answer.
+async fn append(spool: &Spool, envelope: Envelope) -> Result<(), HttpResponse> {
+    spool.append(envelope).await.map(drop).map_err(|error| {
+        let detail = match &error {
+            SpoolError::Full { .. } => {
+                "the local spool is full (KOBRA_RELAY_SPOOL_MAX_BYTES); the broker is not draining it"
+            }
+            SpoolError::Closed => "the relay is shutting down",
+            _ => "the local spool cannot be written (KOBRA_RELAY_SPOOL_DIR)",
+        };
+        if !matches!(error, SpoolError::Full { .. } | SpoolError::Closed) {
+            tracing::error!(error = %error, source = ?std::error::Error::source(&error), "spool append failed");
+        }
+        response::unavailable(detail, RETRY_AFTER_SECONDS)
+    })
 }
 
 #[cfg(test)]

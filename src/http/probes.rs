@@ -4,7 +4,7 @@ use hyper::StatusCode;
 use serde::Serialize;
 
 use super::{HttpResponse, response};
-use crate::startup::{AppState, Sink};
+use crate::startup::AppState;
 
 /// `GET /healthz`: 200 while the process serves.
 pub fn live() -> HttpResponse {
@@ -35,14 +35,14 @@ struct SpoolReport {
 
 /// `GET /readyz`: 200 while requests can be made durable.
 ///
-/// In `spool` mode a broker outage alone does not make the relay unready
+/// In `spool` and `replicated` mode a broker outage alone does not make the relay unready
 /// (the spool absorbs it); a full spool or shutdown does. In `confirm` mode
 /// readiness follows the broker connection.
 pub fn ready(state: &AppState) -> HttpResponse {
     let connected = state.publisher.link().is_connected();
     let shutting_down = state.is_shutting_down();
-    let (spool, spool_ok) = match &state.sink {
-        Sink::Spool(spool) => {
+    let (spool, spool_ok) = match state.sink.spool() {
+        Some(spool) => {
             let stats = spool.stats();
             let report = SpoolReport {
                 entries: stats.entries,
@@ -51,7 +51,7 @@ pub fn ready(state: &AppState) -> HttpResponse {
             };
             (report, !stats.full)
         }
-        Sink::Confirm => (
+        None => (
             SpoolReport {
                 entries: 0,
                 bytes: 0,
@@ -79,7 +79,7 @@ pub fn ready(state: &AppState) -> HttpResponse {
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub fn metrics(state: &AppState) -> HttpResponse {
-    if let Sink::Spool(spool) = &state.sink {
+    if let Some(spool) = state.sink.spool() {
         state
             .metrics
             .observe_spool(spool.stats(), jiff::Timestamp::now());

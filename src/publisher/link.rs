@@ -5,10 +5,20 @@
 //! or channel error the whole connection is dropped and rebuilt, the topology
 //! re-declared, and unconfirmed work is simply published again from the
 //! spool. One path, easy to reason about and covered by the proxy tests.
+//!
+//! After a loss the next attempt starts with the URL *after* the one that was
+//! lost, so a relay in front of a cluster moves to a surviving node at once
+//! instead of first waiting on the node that just failed it.
 //! Delays come from `backon` (exponential with jitter); the `backoff` crate
 //! is unmaintained (RUSTSEC-2025-0012).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
@@ -46,6 +56,7 @@ pub struct Session {
 pub struct Link {
     session: watch::Receiver<Option<Session>>,
     reset: Arc<Notify>,
+    blocked: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -57,6 +68,12 @@ impl Link {
     /// Whether a confirm channel is up.
     pub fn is_connected(&self) -> bool {
         self.session.borrow().is_some()
+    }
+
+    /// Whether the broker told us it blocks publishing (a resource alarm):
+    /// missing confirms are then expected, not a sign of a dead link.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Acquire)
     }
 
     /// Waits for a session newer than `after`; `None` once the link stopped.
@@ -94,12 +111,12 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> (Link, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(None);
-    let reset = Arc::new(Notify::new());
     let link = Link {
         session: rx,
-        reset: reset.clone(),
+        reset: Arc::new(Notify::new()),
+        blocked: Arc::new(AtomicBool::new(false)),
     };
-    let task = tokio::spawn(run(urls, ca_pem, topology, metrics, stop, tx, reset));
+    let task = tokio::spawn(run(urls, ca_pem, topology, metrics, stop, tx, link.clone()));
     (link, task)
 }
 
@@ -120,19 +137,20 @@ async fn run(
     metrics: Metrics,
     stop: CancellationToken,
     tx: watch::Sender<Option<Session>>,
-    reset: Arc<Notify>,
+    link: Link,
 ) {
     let mut delays = backoff();
     let mut generation: u64 = 0;
     let mut attempt: u64 = 0;
     let mut was_connected = false;
+    let mut first_url = 0;
     loop {
         if stop.is_cancelled() {
             break;
         }
         attempt += 1;
-        let Some((connection, channel, url)) =
-            connect_any(&urls, ca_pem.as_deref(), &topology).await
+        let Some((connection, channel, url_index)) =
+            connect_any(&urls, first_url, ca_pem.as_deref(), &topology).await
         else {
             let delay = delays.next().unwrap_or(Duration::from_secs(30));
             tracing::warn!(
@@ -149,7 +167,10 @@ async fn run(
         if was_connected {
             metrics.broker_reconnected();
         }
+        let url = mask_url(urls[url_index].expose_secret());
         tracing::info!(url = %url, attempt, "connected to the broker; topology declared");
+        first_url = (url_index + 1) % urls.len();
+        link.blocked.store(false, Ordering::Release);
         was_connected = true;
         attempt = 0;
         delays = backoff();
@@ -164,18 +185,22 @@ async fn run(
             tokio::select! {
                 event = events.next() => match event {
                     Some(Event::Error(error)) => {
-                        tracing::warn!(%error, "broker connection lost; reconnecting");
+                        tracing::warn!(url = %url, %error, "broker connection lost; reconnecting");
                         break false;
                     }
                     Some(Event::ConnectionBlocked(reason)) => {
+                        link.blocked.store(true, Ordering::Release);
                         tracing::warn!(%reason, "broker blocked publishing (resource alarm)");
                     }
-                    Some(Event::ConnectionUnblocked) => tracing::info!("broker unblocked publishing"),
+                    Some(Event::ConnectionUnblocked) => {
+                        link.blocked.store(false, Ordering::Release);
+                        tracing::info!("broker unblocked publishing");
+                    }
                     Some(_) => {}
                     None => break false,
                 },
-                () = reset.notified() => {
-                    tracing::warn!("channel failed; reconnecting");
+                () = link.reset.notified() => {
+                    tracing::warn!(url = %url, "broker session failed or went silent; reconnecting");
                     break false;
                 }
                 () = stop.cancelled() => break true,
@@ -205,17 +230,20 @@ async fn close(connection: &Connection, channel: &Channel) {
     }
 }
 
-/// Tries each URL in order; returns the first that connects and sets up.
+/// Tries each URL in order, starting at `first` and wrapping around;
+/// returns the first that connects and sets up, with its index.
 async fn connect_any(
     urls: &[SecretString],
+    first: usize,
     ca_pem: Option<&str>,
     topology: &Topology,
-) -> Option<(Connection, Channel, String)> {
-    for url in urls {
+) -> Option<(Connection, Channel, usize)> {
+    for index in (0..urls.len()).map(|i| (first + i) % urls.len()) {
+        let url = &urls[index];
         let shown = mask_url(url.expose_secret());
         let attempt = connect(url.expose_secret(), ca_pem, topology);
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-            Ok(Ok((connection, channel))) => return Some((connection, channel, shown)),
+            Ok(Ok((connection, channel))) => return Some((connection, channel, index)),
             Ok(Err(error)) => tracing::warn!(url = %shown, %error, "broker connection failed"),
             Err(_) => tracing::warn!(url = %shown, "broker connection timed out"),
         }

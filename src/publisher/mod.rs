@@ -8,15 +8,25 @@
 //!   retries nacked, returned or timed-out entries with their own backoff
 //!   (capped at five minutes) without holding back the others.
 //!
+//! A publish that times out while the broker has not answered anything
+//! (confirm, nack or return) for a whole `PUBLISH_TIMEOUT` means the link is
+//! silent — a partition, a frozen node — rather than slow: the session is
+//! dropped and the link reconnects, to the next node first. The broker's own
+//! resource alarm (`connection.blocked`) is the exception: it is waited out.
+//!
 //! Only this module (and its children) uses lapin.
 
 pub mod link;
 pub mod message;
 pub mod topology;
+pub mod waiters;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -30,6 +40,7 @@ use crate::visit::Envelope;
 use link::Link;
 use message::Prepared;
 use topology::Topology;
+use waiters::ConfirmWaiters;
 
 /// Visits published but not yet confirmed, at most.
 const CONFIRM_WINDOW: usize = 512;
@@ -79,6 +90,33 @@ pub struct Publisher {
     topology: Topology,
     metrics: Metrics,
     publish_timeout: Duration,
+    waiters: ConfirmWaiters,
+    last_answer: Arc<LastAnswer>,
+}
+
+/// When the broker last answered a publish (confirm, nack or return).
+struct LastAnswer {
+    base: Instant,
+    millis: AtomicU64,
+}
+
+impl LastAnswer {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            millis: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self) {
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn silence(&self) -> Duration {
+        let last = Duration::from_millis(self.millis.load(Ordering::Relaxed));
+        self.base.elapsed().saturating_sub(last)
+    }
 }
 
 impl Publisher {
@@ -94,12 +132,26 @@ impl Publisher {
             topology,
             metrics,
             publish_timeout,
+            waiters: ConfirmWaiters::default(),
+            last_answer: Arc::new(LastAnswer::new()),
         }
+    }
+
+    /// Whether a publish that timed out means the link is silent (see the
+    /// module header), in which case the session is given up.
+    fn link_is_silent(&self) -> bool {
+        self.last_answer.silence() >= self.publish_timeout && !self.link.is_blocked()
     }
 
     /// The broker link (for readiness).
     pub fn link(&self) -> &Link {
         &self.link
+    }
+
+    /// Requests waiting for their spool entry's confirms; [`Publisher::drain`]
+    /// tells them (`DURABILITY=replicated`).
+    pub fn waiters(&self) -> &ConfirmWaiters {
+        &self.waiters
     }
 
     /// Publishes one envelope and waits for every confirm, within
@@ -115,12 +167,20 @@ impl Publisher {
                 let started = Instant::now();
                 let outcome = tokio::time::timeout(self.publish_timeout, async {
                     let mut confirms = start_many(&session.channel, &mut [&mut prepared]).await?;
-                    finish(confirms.pop().unwrap_or_default()).await
+                    finish(confirms.pop().unwrap_or_default(), &self.last_answer).await
                 })
                 .await
                 .unwrap_or(Err(PublishError::Timeout));
-                if let Err(PublishError::Connection(_)) = &outcome {
-                    self.link.reset(session.generation);
+                match &outcome {
+                    Err(PublishError::Connection(_)) => self.link.reset(session.generation),
+                    Err(PublishError::Timeout) if self.link_is_silent() => {
+                        tracing::warn!(
+                            timeout_ms = self.publish_timeout.as_millis() as u64,
+                            "no answer from the broker within PUBLISH_TIMEOUT; reconnecting"
+                        );
+                        self.link.reset(session.generation);
+                    }
+                    _ => {}
                 }
                 outcome.map(|()| self.record_success(envelope, &prepared, started))
             }
@@ -415,8 +475,9 @@ impl Round<'_> {
             for ((pending, prepared), sent) in prepared.into_iter().zip(sent) {
                 self.in_flight.insert(pending.seq);
                 self.in_flight_bytes += window_cost(&pending);
+                let answered = self.publisher.last_answer.clone();
                 confirms.push(Box::pin(async move {
-                    let result = tokio::time::timeout(timeout, finish(sent))
+                    let result = tokio::time::timeout(timeout, finish(sent, &answered))
                         .await
                         .unwrap_or(Err(PublishError::Timeout));
                     (pending, prepared, started, result)
@@ -468,11 +529,23 @@ impl Round<'_> {
             Ok(()) => {
                 self.retries.forget(pending.seq);
                 self.publisher
+                    .waiters
+                    .confirmed(pending.envelope.receipt.id);
+                self.publisher
                     .record_success(&pending.envelope, &prepared, started);
                 Ok(Some(pending.seq))
             }
             Err(error @ PublishError::Connection(_)) | Err(error @ PublishError::NotConnected) => {
                 tracing::warn!(%error, seq = pending.seq, "confirm lost with the connection; will publish again");
+                self.publisher.metrics.publish_failed(error.reason());
+                Err(RoundEnd::SessionLost)
+            }
+            Err(error @ PublishError::Timeout) if self.publisher.link_is_silent() => {
+                tracing::warn!(
+                    seq = pending.seq,
+                    timeout_ms = self.publisher.publish_timeout.as_millis() as u64,
+                    "no answer from the broker within PUBLISH_TIMEOUT; reconnecting, unconfirmed visits will be published again"
+                );
                 self.publisher.metrics.publish_failed(error.reason());
                 Err(RoundEnd::SessionLost)
             }
@@ -538,10 +611,13 @@ async fn start_many(
 }
 
 /// Waits for every confirm; any nack or return fails the whole visit.
-async fn finish(confirms: Confirms) -> Result<(), PublishError> {
+/// Each answer is recorded in `answered`.
+async fn finish(confirms: Confirms, answered: &LastAnswer) -> Result<(), PublishError> {
     let mut outcome = Ok(());
     for confirm in confirms {
-        let result = match confirm.await.map_err(PublishError::Connection)? {
+        let confirmation = confirm.await.map_err(PublishError::Connection)?;
+        answered.record();
+        let result = match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
                 Err(PublishError::Returned(returned.reply_text.to_string()))

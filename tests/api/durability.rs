@@ -3,17 +3,16 @@
 //! with the relay as a child process that is killed with SIGKILL.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use futures_util::{StreamExt, stream};
-use lapin::options::BasicGetOptions;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::helpers::{
-    ARRIVAL_TIMEOUT, KEY, TestApp, broker, random_prefix, spawn_app, spawn_app_with, spawn_at,
+    ARRIVAL_TIMEOUT, KEY, TestApp, assert_all_arrive, broker, numbered_visit, post_many,
+    random_prefix, spawn_app, spawn_app_with, spawn_at,
 };
 use crate::process::start_relay;
 use crate::proxy::Proxy;
@@ -22,87 +21,8 @@ fn rabbitmq() -> SocketAddr {
     "127.0.0.1:5672".parse().expect("addr")
 }
 
-fn visit(n: usize) -> String {
-    json!({"productID": 1, "visitID": format!("V{n:05}"), "padding": "x".repeat(200)}).to_string()
-}
-
-/// Posts `count` distinct visits with `concurrency` in flight; returns the
-/// message ids of those answered 202, and how many were not.
-async fn post_many(
-    client: &reqwest::Client,
-    base: &str,
-    range: std::ops::Range<usize>,
-    concurrency: usize,
-) -> (HashSet<String>, usize) {
-    let url = format!("{base}/webhooks/finish-visit");
-    let results: Vec<Option<String>> = stream::iter(range)
-        .map(|n| {
-            let client = client.clone();
-            let url = url.clone();
-            async move {
-                let resp = client
-                    .post(&url)
-                    .header("api-key", KEY)
-                    .body(visit(n))
-                    .send()
-                    .await
-                    .ok()?;
-                if resp.status() != 202 {
-                    return None;
-                }
-                let body: Value = resp.json().await.ok()?;
-                body["messageId"].as_str().map(str::to_owned)
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let refused = results.iter().filter(|r| r.is_none()).count();
-    (results.into_iter().flatten().collect(), refused)
-}
-
-/// Reads `queue` until every id in `expected` was seen (bounded); returns
-/// how many deliveries were duplicates.
-async fn assert_all_arrive(queue: &str, expected: &HashSet<String>) -> usize {
-    let conn = broker().await;
-    let channel = conn.create_channel().await.expect("channel");
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let deadline = Instant::now() + ARRIVAL_TIMEOUT * 3;
-    while !expected.iter().all(|id| seen.contains_key(id)) {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} accepted visits missing from {queue}",
-            expected.iter().filter(|id| !seen.contains_key(*id)).count(),
-            expected.len()
-        );
-        match channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .expect("basic.get")
-        {
-            Some(m) => {
-                let id = m
-                    .delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|s| s.to_string())
-                    .expect("message_id");
-                *seen.entry(id).or_default() += 1;
-            }
-            None => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-    let _ = conn.close(200, "done".into()).await;
-    seen.values().map(|n| n - 1).sum()
-}
-
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + ARRIVAL_TIMEOUT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_until(what: &str, check: impl AsyncFnMut() -> bool) {
+    crate::helpers::wait_until(what, ARRIVAL_TIMEOUT, check).await;
 }
 
 async fn connected(app: &TestApp) -> bool {
@@ -239,7 +159,7 @@ async fn a_full_spool_refuses_with_503_and_recovers_by_itself_when_the_broker_re
 
     let (accepted, refused) = post_many(&app.http, &app.base, 0..40, 1).await;
     assert!(refused > 0 && !accepted.is_empty());
-    let resp = app.post_visit(visit(99), Some(KEY)).await;
+    let resp = app.post_visit(numbered_visit(99), Some(KEY)).await;
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "5");
     assert_eq!(app.readyz().await.0, 503, "not ready while full");
@@ -247,7 +167,12 @@ async fn a_full_spool_refuses_with_503_and_recovers_by_itself_when_the_broker_re
     proxy.restore();
     app.wait_spool_empty().await;
     wait_until("ready again", async || app.readyz().await.0 == 200).await;
-    assert_eq!(app.post_visit(visit(100), Some(KEY)).await.status(), 202);
+    assert_eq!(
+        app.post_visit(numbered_visit(100), Some(KEY))
+            .await
+            .status(),
+        202
+    );
     assert_all_arrive(
         &format!("{}.visits.raw.debt_collection", app.prefix),
         &accepted,
@@ -436,7 +361,10 @@ async fn amqp_urls_are_tried_in_order_until_one_answers() {
     );
     let app = spawn_app_with(&[("AMQP_URL", &urls)]).await;
     app.wait_connected().await;
-    assert_eq!(app.post_visit(visit(1), Some(KEY)).await.status(), 202);
+    assert_eq!(
+        app.post_visit(numbered_visit(1), Some(KEY)).await.status(),
+        202
+    );
     crate::helpers::take(&format!("{}.visits.raw.debt_collection", app.prefix), 1).await;
 }
 
@@ -449,7 +377,7 @@ async fn shutdown_turns_unready_and_finishes_requests_already_in_flight() {
     let spool = tempfile::tempdir().expect("tempdir");
     let app = spawn_at(&prefix, spool.path(), &[]).await;
     app.wait_connected().await;
-    let body = visit(7);
+    let body = numbered_visit(7);
     let (head, tail) = body.as_bytes().split_at(body.len() / 2);
     let mut stream = tokio::net::TcpStream::connect(app.addr)
         .await
@@ -472,7 +400,7 @@ async fn shutdown_turns_unready_and_finishes_requests_already_in_flight() {
     let refused = reqwest::Client::new()
         .post(format!("{}/webhooks/finish-visit", app.base))
         .header("api-key", KEY)
-        .body(visit(8))
+        .body(numbered_visit(8))
         .send()
         .await;
     assert!(refused.is_err(), "no new connections are accepted");

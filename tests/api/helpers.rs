@@ -5,7 +5,7 @@
 //! failed assertion.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::OnceLock,
@@ -19,7 +19,7 @@ use kobra_relay::{
 };
 use lapin::{
     BasicProperties, Connection, ConnectionProperties,
-    options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions},
+    options::{BasicConsumeOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions},
     types::{AMQPValue, FieldTable},
 };
 use serde_json::Value;
@@ -104,15 +104,23 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a relay with extra settings.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
-    let spool = tempfile::tempdir().expect("tempdir");
-    let prefix = random_prefix();
-    let mut app = spawn_at(&prefix, spool.path(), extra).await;
-    app._spool = Some(spool);
-    app._cleanup = Some(Cleanup::new(&prefix));
+    let app = spawn_app_on(AMQP_URL, extra).await;
     if !extra.iter().any(|(name, _)| *name == "AMQP_URL") {
         // Queues exist once the relay has connected and declared them.
         app.wait_connected().await;
     }
+    app
+}
+
+/// Starts a relay with extra settings whose topology is deleted from the
+/// broker at `cleanup_url` when it is dropped (`AMQP_URL` may be a list of
+/// proxies in front of that broker or cluster).
+pub async fn spawn_app_on(cleanup_url: &str, extra: &[(&str, &str)]) -> TestApp {
+    let spool = tempfile::tempdir().expect("tempdir");
+    let prefix = random_prefix();
+    let mut app = spawn_at(&prefix, spool.path(), extra).await;
+    app._spool = Some(spool);
+    app._cleanup = Some(Cleanup::at(cleanup_url, &prefix));
     app
 }
 
@@ -286,9 +294,14 @@ impl Received {
 
 /// Opens a consumer connection to the local broker.
 pub async fn broker() -> Connection {
-    Connection::connect(AMQP_URL, ConnectionProperties::default())
+    broker_at(AMQP_URL).await
+}
+
+/// Opens a consumer connection to the broker at `url`.
+pub async fn broker_at(url: &str) -> Connection {
+    Connection::connect(url, ConnectionProperties::default())
         .await
-        .expect("the local RabbitMQ answers on 127.0.0.1:5672")
+        .unwrap_or_else(|e| panic!("the broker at {url} answers: {e}"))
 }
 
 /// Takes `count` messages from `queue`, waiting (bounded) for them to arrive.
@@ -326,7 +339,12 @@ pub async fn take(queue: &str, count: usize) -> Vec<Received> {
 
 /// Number of ready messages in `queue` right now.
 pub async fn depth(queue: &str) -> u32 {
-    let conn = broker().await;
+    depth_at(AMQP_URL, queue).await
+}
+
+/// Number of ready messages in `queue` on the broker at `url`.
+pub async fn depth_at(url: &str, queue: &str) -> u32 {
+    let conn = broker_at(url).await;
     let channel = conn.create_channel().await.expect("channel");
     let q = channel
         .queue_declare(
@@ -350,32 +368,43 @@ pub async fn assert_stays_empty(queue: &str) {
 }
 
 /// Deletes every queue and exchange of a prefix when dropped.
-pub struct Cleanup(String);
+pub struct Cleanup {
+    url: String,
+    prefix: String,
+}
 
 impl Cleanup {
-    /// Cleans up `prefix` on drop.
+    /// Cleans up `prefix` on the shared broker on drop.
     pub fn new(prefix: &str) -> Self {
-        Self(prefix.to_owned())
+        Self::at(AMQP_URL, prefix)
+    }
+
+    /// Cleans up `prefix` on the broker at `url` on drop.
+    pub fn at(url: &str, prefix: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+        }
     }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let prefix = self.0.clone();
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
         let cleaner = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
-            runtime.block_on(delete_topology(&prefix));
+            runtime.block_on(delete_topology_at(&url, &prefix));
         });
         let _ = cleaner.join();
     }
 }
 
-/// Deletes what a relay declares under `prefix`.
-pub async fn delete_topology(prefix: &str) {
-    let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await else {
+/// Deletes what a relay declares under `prefix` on the broker at `url`.
+pub async fn delete_topology_at(url: &str, prefix: &str) {
+    let Ok(conn) = Connection::connect(url, ConnectionProperties::default()).await else {
         return;
     };
     let topology = Topology::new(prefix, QueueType::Quorum, true);
@@ -397,4 +426,111 @@ pub async fn delete_topology(prefix: &str) {
         }
     }
     let _ = conn.close(200, "cleanup".into()).await;
+}
+
+/// A distinct visit of product 1, numbered `n`.
+pub fn numbered_visit(n: usize) -> String {
+    serde_json::json!({"productID": 1, "visitID": format!("V{n:05}"), "padding": "x".repeat(200)})
+        .to_string()
+}
+
+/// Posts visits numbered from `range` with `concurrency` in flight; returns
+/// the message ids of those answered 202, and how many were not.
+pub async fn post_many(
+    client: &reqwest::Client,
+    base: &str,
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+) -> (HashSet<String>, usize) {
+    use futures_util::{StreamExt, stream};
+    let url = format!("{base}/webhooks/finish-visit");
+    let results: Vec<Option<String>> = stream::iter(range)
+        .map(|n| {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let resp = client
+                    .post(&url)
+                    .header("api-key", KEY)
+                    .body(numbered_visit(n))
+                    .send()
+                    .await
+                    .ok()?;
+                if resp.status() != 202 {
+                    return None;
+                }
+                let body: Value = resp.json().await.ok()?;
+                body["messageId"].as_str().map(str::to_owned)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let refused = results.iter().filter(|r| r.is_none()).count();
+    (results.into_iter().flatten().collect(), refused)
+}
+
+/// Reads `queue` on the shared broker until every id in `expected` was seen
+/// (bounded), then reads what is left; returns how many deliveries were
+/// duplicates.
+pub async fn assert_all_arrive(queue: &str, expected: &HashSet<String>) -> usize {
+    assert_all_arrive_at(AMQP_URL, queue, expected).await
+}
+
+/// [`assert_all_arrive`] on the broker at `url`.
+pub async fn assert_all_arrive_at(url: &str, queue: &str, expected: &HashSet<String>) -> usize {
+    use futures_util::StreamExt;
+    let conn = broker_at(url).await;
+    let channel = conn.create_channel().await.expect("channel");
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("basic.consume");
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let deadline = Instant::now() + ARRIVAL_TIMEOUT * 3;
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await;
+        if let Ok(Some(delivery)) = next {
+            let delivery = delivery.expect("delivery");
+            let id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .expect("message_id");
+            *seen.entry(id).or_default() += 1;
+            continue;
+        }
+        // Quiet for a moment: done once every id came and nothing is left
+        // queued (what came after the last expected id were duplicates).
+        let complete = expected.iter().all(|id| seen.contains_key(id));
+        if complete && depth_at(url, queue).await == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} accepted visits missing from {queue}",
+            expected.iter().filter(|id| !seen.contains_key(*id)).count(),
+            expected.len()
+        );
+    }
+    let _ = conn.close(200, "done".into()).await;
+    seen.values().map(|n| n - 1).sum()
+}
+
+/// Waits (bounded by `timeout`) until `check` holds.
+pub async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

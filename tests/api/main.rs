@@ -4,6 +4,7 @@
 mod amqps;
 mod bad_input;
 mod cli;
+mod cluster;
 mod compose;
 mod confirm;
 mod definitions;
@@ -19,5 +20,6 @@ mod observability;
 mod process;
 mod proxy;
 mod publish;
+mod replicated;
 mod schema;
 mod tls;

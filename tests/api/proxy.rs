@@ -1,11 +1,13 @@
-//! A TCP proxy on loopback between the relay and RabbitMQ that a test can
-//! cut (close every connection and refuse new ones) and restore.
+//! A TCP proxy on loopback between the relay and a RabbitMQ node that a
+//! test can cut (close every connection and refuse new ones), turn into a
+//! black hole (connections stay open but no byte crosses, as in a network
+//! partition) and restore.
 
 use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
 };
 
@@ -15,11 +17,18 @@ use tokio::{
     task::JoinHandle,
 };
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Forward,
+    Cut,
+    Blackhole,
+}
+
 /// The proxy; dropping it stops it.
 pub struct Proxy {
     addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    generation: watch::Sender<u64>,
+    mode: watch::Sender<(Mode, u64)>,
+    forwarding: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -28,18 +37,18 @@ impl Proxy {
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("addr");
-        let up = Arc::new(AtomicBool::new(true));
-        let (generation, _) = watch::channel(0u64);
+        let (mode, _) = watch::channel((Mode::Forward, 0));
+        let forwarding = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn(accept_loop(
             listener,
             upstream,
-            up.clone(),
-            generation.clone(),
+            mode.clone(),
+            forwarding.clone(),
         ));
         Self {
             addr,
-            up,
-            generation,
+            mode,
+            forwarding,
             task,
         }
     }
@@ -51,13 +60,36 @@ impl Proxy {
 
     /// Closes every open connection and refuses new ones until restored.
     pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
+        self.set(Mode::Cut);
+    }
+
+    /// Stops every byte in both directions while keeping connections open,
+    /// and accepts new connections without ever answering them: what a
+    /// client sees of a network partition. [`Proxy::restore`] then closes
+    /// the stalled connections (their peers have given up on them).
+    pub fn blackhole(&self) {
+        self.set(Mode::Blackhole);
     }
 
     /// Forwards again.
     pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
+        self.set(Mode::Forward);
+    }
+
+    /// Connections being forwarded right now.
+    pub fn forwarding(&self) -> usize {
+        self.forwarding.load(Ordering::SeqCst)
+    }
+
+    /// Every cut or black hole starts a new generation: connections born
+    /// before it end even if the proxy was restored before they noticed.
+    fn set(&self, mode: Mode) {
+        self.mode.send_modify(|(m, generation)| {
+            *m = mode;
+            if mode != Mode::Forward {
+                *generation += 1;
+            }
+        });
     }
 }
 
@@ -71,27 +103,40 @@ impl Drop for Proxy {
 async fn accept_loop(
     listener: TcpListener,
     upstream: SocketAddr,
-    up: Arc<AtomicBool>,
-    generation: watch::Sender<u64>,
+    mode: watch::Sender<(Mode, u64)>,
+    forwarding: Arc<AtomicUsize>,
 ) {
     loop {
         let Ok((mut client, _)) = listener.accept().await else {
             continue;
         };
-        if !up.load(Ordering::SeqCst) {
-            drop(client);
-            continue;
-        }
-        let mut cut = generation.subscribe();
-        let born = *cut.borrow_and_update();
-        tokio::spawn(async move {
-            let Ok(mut server) = TcpStream::connect(upstream).await else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                _ = cut.wait_for(|g| *g != born) => {}
+        let mut changes = mode.subscribe();
+        let (now, born) = *changes.borrow_and_update();
+        match now {
+            Mode::Cut => drop(client),
+            Mode::Blackhole => {
+                tokio::spawn(async move {
+                    let _held = client;
+                    let _ = changes.wait_for(|(m, _)| *m != Mode::Blackhole).await;
+                });
             }
-        });
+            Mode::Forward => {
+                let forwarding = forwarding.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    forwarding.fetch_add(1, Ordering::SeqCst);
+                    let changed = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => None,
+                        changed = changes.wait_for(|(_, g)| *g != born) => changed.ok().map(|c| c.0),
+                    };
+                    forwarding.fetch_sub(1, Ordering::SeqCst);
+                    if changed == Some(Mode::Blackhole) {
+                        let _ = changes.wait_for(|(m, _)| *m != Mode::Blackhole).await;
+                    }
+                });
+            }
+        }
     }
 }
