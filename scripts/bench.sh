@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # One-command benchmark: builds the release relay, makes sure RabbitMQ is up,
-# and runs benches/load.rs (broker ceiling, both durability modes, both queue
-# types, concurrency and payload sweeps). Pass --quick for a short run, or
-# --only QUEUE-MODE (e.g. --only quorum-spool) for the ceiling and one relay
-# configuration while iterating on a change.
+# and runs benches/load/ (broker ceiling, both durability modes, both queue
+# types, concurrency and payload sweeps, scale-out). Pass --quick for a short
+# run, --only QUEUE-MODE (e.g. --only quorum-spool) for the ceiling and one
+# relay configuration while iterating on a change, or --scale-out for the
+# scale-out table alone (one or two relays behind a round-robin balancer,
+# against one node and against a 3-node cluster).
+# Full and --scale-out runs start the 3-node cluster of scripts/cluster.sh
+# and remove it afterwards (unless it was already running).
 # The table is printed and also written to target/bench/last-run.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +15,18 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/rabbitmq.sh
 . scripts/lib/rabbitmq.sh
 
+case " $* " in
+  *" --scale-out "*) needs_cluster=true ;;
+  *" --quick "* | *" --only "*) needs_cluster=false ;;
+  *) needs_cluster=true ;;
+esac
+
 ensure_rabbitmq
+if $needs_cluster && scripts/cluster.sh status | grep -q ' down$'; then
+  log "starting the 3-node cluster (scripts/cluster.sh up)"
+  scripts/cluster.sh up
+  trap 'scripts/cluster.sh down' EXIT
+fi
 log "building the release relay"
 cargo build --release --locked --bin kobra-relay
 mkdir -p target/bench

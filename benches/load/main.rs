@@ -13,9 +13,11 @@
 //!   CPU per 1,000 visits, start-to-ready; and it checks that every accepted
 //!   visit reached its queues, so a fast but lossy run cannot pass.
 //!
-//! Then it sweeps concurrency and payload size in spool mode, and measures
-//! the ack latency at half the maximum rate. All figures of one table come
-//! from one run; compare ratios, not absolute numbers, across machines.
+//! Then it sweeps concurrency and payload size in spool mode, measures the
+//! ack latency at half the maximum rate, and runs the scale-out table (one
+//! or two relays, one node or the 3-node cluster; `scale_out.rs`). All
+//! figures of one table come from one run; compare ratios, not absolute
+//! numbers, across machines.
 
 use std::{
     net::SocketAddr,
@@ -40,9 +42,10 @@ use lapin::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+mod scale_out;
+
 const KEY: &str = "bench-key";
-const FIXTURE: &[u8] = include_bytes!("../tests/fixtures/finish-visit-example.json");
+const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/finish-visit-example.json");
 const CONFIRM_WINDOW: usize = 512;
 
 struct Options {
@@ -52,6 +55,8 @@ struct Options {
     /// `--only QUEUE-MODE` (e.g. `quorum-spool`): the ceiling and that one
     /// relay configuration, for iterating on a change.
     only: Option<(QueueType, String)>,
+    /// `--scale-out`: only the scale-out table (needs `scripts/cluster.sh up`).
+    scale_out_only: bool,
 }
 
 fn options() -> Options {
@@ -84,6 +89,7 @@ fn options() -> Options {
         concurrency: 32,
         sweeps: !quick && only.is_none(),
         only,
+        scale_out_only: args.iter().any(|a| a == "--scale-out"),
     }
 }
 
@@ -106,14 +112,102 @@ fn random_prefix() -> String {
     format!("bench-{}", uuid::Uuid::now_v7().simple())
 }
 
-async fn broker() -> Connection {
-    Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ on 127.0.0.1:5672 (scripts/bench.sh starts it)")
+/// The RabbitMQ a run publishes to: the shared node on 5672, or the 3-node
+/// cluster of `scripts/cluster.sh`.
+#[derive(Clone)]
+struct Target {
+    /// Node AMQP URLs; the benchmark's own connections use the first.
+    nodes: Vec<String>,
+    /// Whether this is the cluster (its Erlang VMs are told apart by node name).
+    cluster: bool,
 }
 
-async fn delete_topology(topology: &Topology) {
-    let conn = broker().await;
+impl Target {
+    fn shared() -> Self {
+        Self {
+            nodes: vec!["amqp://guest:guest@127.0.0.1:5672/%2f".into()],
+            cluster: false,
+        }
+    }
+
+    /// The cluster of `scripts/cluster.sh` (AMQP ports base+1..base+3).
+    fn cluster() -> Self {
+        let base: u16 = std::env::var("KOBRA_CLUSTER_BASE_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(5790);
+        Self {
+            nodes: (1..=3)
+                .map(|n| format!("amqp://guest:guest@127.0.0.1:{}/%2f", base + n))
+                .collect(),
+            cluster: true,
+        }
+    }
+
+    fn url(&self) -> &str {
+        &self.nodes[0]
+    }
+
+    /// `AMQP_URL` of relay number `i`: every node, starting with a different
+    /// one per relay, as a load-balanced broker address would spread them.
+    fn relay_url(&self, i: usize) -> String {
+        let n = self.nodes.len();
+        (0..n)
+            .map(|k| self.nodes[(i + k) % n].as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The brokers' Erlang VMs, whose CPU time tells what the broker spends
+    /// per visit (empty when they cannot be read, e.g. another user's): the
+    /// cluster's from the pid files of `scripts/cluster.sh`, the shared
+    /// node's as the other RabbitMQ VM running here.
+    fn broker_pids(&self) -> Vec<String> {
+        let cluster_dir = std::env::var("KOBRA_CLUSTER_DIR").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/target/rabbitmq-cluster").to_owned()
+        });
+        let cluster_pids: Vec<String> = (1..=3)
+            .filter_map(|n| {
+                std::fs::read_to_string(format!("{cluster_dir}/node{n}/rabbit.pid")).ok()
+            })
+            .map(|pid| pid.trim().to_owned())
+            .collect();
+        if self.cluster {
+            return cluster_pids;
+        }
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let pid = entry.file_name().into_string().ok()?;
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                // The broker boots `rabbit`; rabbitmqctl's own VMs do not.
+                let broker = comm.trim() == "beam.smp"
+                    && String::from_utf8_lossy(&cmdline)
+                        .replace('\0', " ")
+                        .contains("-s rabbit boot");
+                (broker && !cluster_pids.contains(&pid)).then_some(pid)
+            })
+            .collect()
+    }
+}
+
+async fn broker(target: &Target) -> Connection {
+    Connection::connect(target.url(), ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "RabbitMQ at {} (scripts/bench.sh starts it): {e}",
+                target.url()
+            )
+        })
+}
+
+async fn delete_topology(target: &Target, topology: &Topology) {
+    let conn = broker(target).await;
     for q in topology.queues() {
         let ch = conn.create_channel().await.expect("channel");
         let _ = ch
@@ -144,8 +238,12 @@ async fn depth(conn: &Connection, queue: &str) -> u32 {
 }
 
 /// Waits until both product queues hold `expected` messages; returns when.
-async fn wait_delivered(topology: &Topology, expected: usize) -> (Instant, u32, u32) {
-    let conn = broker().await;
+async fn wait_delivered(
+    target: &Target,
+    topology: &Topology,
+    expected: usize,
+) -> (Instant, u32, u32) {
+    let conn = broker(target).await;
     let normalized = topology.product_queue(Product::DebtCollection);
     let raw = topology.raw_product_queue(Product::DebtCollection);
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -168,9 +266,9 @@ struct Ceiling {
 }
 
 /// Visits/s of a tight publisher with a confirm window: the broker's ceiling.
-async fn broker_ceiling(queue_type: QueueType, visits: usize) -> Ceiling {
+async fn broker_ceiling(target: &Target, queue_type: QueueType, visits: usize) -> Ceiling {
     let topology = Topology::new(&random_prefix(), queue_type, true);
-    let conn = broker().await;
+    let conn = broker(target).await;
     let channel = conn.create_channel().await.expect("channel");
     declare(&channel, &topology).await.expect("declare");
     channel
@@ -192,7 +290,7 @@ async fn broker_ceiling(queue_type: QueueType, visits: usize) -> Ceiling {
         .collect();
     // Publish in batches whose publishes are polled together (one hand-off
     // to lapin's IO loop per batch), keeping CONFIRM_WINDOW visits unconfirmed.
-    let cpu_before = CpuSplit::now();
+    let cpu_before = CpuSplit::now(target);
     let started = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     for batch in prepared.chunks(64) {
@@ -229,15 +327,15 @@ async fn broker_ceiling(queue_type: QueueType, visits: usize) -> Ceiling {
     }
     while in_flight.next().await.is_some() {}
     let elapsed = started.elapsed();
-    let cpu = CpuSplit::now().since(cpu_before);
+    let cpu = CpuSplit::now(target).since(cpu_before);
     let _ = conn.close(200, "bench".into()).await;
-    let (_, n, r) = wait_delivered(&topology, visits).await;
+    let (_, n, r) = wait_delivered(target, &topology, visits).await;
     assert_eq!(
         (n as usize, r as usize),
         (visits, visits),
         "ceiling run lost messages"
     );
-    delete_topology(&topology).await;
+    delete_topology(target, &topology).await;
     Ceiling {
         visits_per_s: visits as f64 / elapsed.as_secs_f64(),
         cpu,
@@ -259,14 +357,15 @@ struct Relay {
 }
 
 impl Relay {
-    /// Starts the release binary; waits for readiness and, unless the broker
-    /// is meant to be unreachable, for the broker connection.
+    /// Starts the release binary; waits for readiness and, with
+    /// `wait_for_broker`, for the broker connection.
     async fn start(
         topology_prefix: &str,
         queue_type: QueueType,
         durability: &str,
         spool: &std::path::Path,
         amqp_url: &str,
+        wait_for_broker: bool,
     ) -> Self {
         let (ingress, admin) = (free_addr(), free_addr());
         // KOBRA_BENCH_RELAY runs another build (to compare two in one sitting).
@@ -304,7 +403,7 @@ impl Relay {
             if let Ok(resp) = client.get(format!("http://{admin}/readyz")).send().await {
                 start_to_ready.get_or_insert(started.elapsed());
                 let ready: serde_json::Value = resp.json().await.unwrap_or_default();
-                if ready["broker"]["connected"] == true || amqp_url != AMQP_URL {
+                if ready["broker"]["connected"] == true || !wait_for_broker {
                     break;
                 }
             }
@@ -368,19 +467,6 @@ fn cpu_seconds(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / clock_ticks()
 }
 
-/// The local RabbitMQ's Erlang VM, whose CPU time tells what the broker
-/// spends per visit (`None` when it cannot be found, e.g. another user's).
-fn broker_pid() -> Option<String> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid = entry.file_name().into_string().ok()?;
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            (comm.trim() == "beam.smp").then_some(pid)
-        })
-}
-
 /// CPU seconds spent by the broker and by this process (the ceiling
 /// publisher, or the load generator) between two points.
 #[derive(Clone, Copy)]
@@ -390,9 +476,13 @@ struct CpuSplit {
 }
 
 impl CpuSplit {
-    fn now() -> Self {
+    fn now(target: &Target) -> Self {
         Self {
-            broker: broker_pid().map_or(0.0, |pid| cpu_seconds(&pid)),
+            broker: target
+                .broker_pids()
+                .iter()
+                .map(|pid| cpu_seconds(pid))
+                .sum(),
             this_process: cpu_seconds("self"),
         }
     }
@@ -715,6 +805,7 @@ impl RelayRun {
 }
 
 async fn relay_run(
+    target: &Target,
     queue_type: QueueType,
     durability: &str,
     visits: usize,
@@ -726,7 +817,15 @@ async fn relay_run(
     let topology = Topology::new(&prefix, queue_type, true);
     let spool = tempfile::tempdir().expect("tempdir");
     let requests = requests(visits, size);
-    let relay = Relay::start(&prefix, queue_type, durability, spool.path(), AMQP_URL).await;
+    let relay = Relay::start(
+        &prefix,
+        queue_type,
+        durability,
+        spool.path(),
+        &target.relay_url(0),
+        true,
+    )
+    .await;
     // For scripts/profile.sh, which attributes samples to this process.
     eprintln!(
         "relay pid {}: {} {durability}, {visits} visits, concurrency {concurrency}, {}",
@@ -735,13 +834,13 @@ async fn relay_run(
         rate.map_or("unpaced".to_owned(), |r| format!("paced at {r:.0}/s")),
     );
     let cpu_before = relay.cpu_seconds();
-    let split_before = CpuSplit::now();
+    let split_before = CpuSplit::now(target);
     let started = Instant::now();
     let load = load(relay.ingress, requests, concurrency, rate).await;
-    let (delivered_at, n, r) = wait_delivered(&topology, load.accepted).await;
+    let (delivered_at, n, r) = wait_delivered(target, &topology, load.accepted).await;
     let (relay_cpu, cpu) = (
         relay.cpu_seconds() - cpu_before,
-        CpuSplit::now().since(split_before),
+        CpuSplit::now(target).since(split_before),
     );
     let metrics = relay.metrics().await;
     let run = RelayRun {
@@ -758,7 +857,7 @@ async fn relay_run(
         load,
     };
     relay.stop();
-    delete_topology(&topology).await;
+    delete_topology(target, &topology).await;
     assert_eq!(run.load.refused, 0, "the relay refused requests");
     assert!(
         run.delivered.0 as usize >= run.load.accepted
@@ -773,20 +872,36 @@ async fn relay_run(
 /// Visits/s of the publisher alone: visits spooled while the broker is
 /// unreachable, then a restart on the same spool publishes them (no HTTP
 /// load competing for the CPU), timed from the restart to the last delivery.
-async fn spool_replay(queue_type: QueueType, visits: usize) -> f64 {
+async fn spool_replay(target: &Target, queue_type: QueueType, visits: usize) -> f64 {
     let prefix = random_prefix();
     let topology = Topology::new(&prefix, queue_type, true);
     let spool = tempfile::tempdir().expect("tempdir");
     let unreachable = "amqp://guest:guest@127.0.0.1:1/%2f";
-    let offline = Relay::start(&prefix, queue_type, "spool", spool.path(), unreachable).await;
+    let offline = Relay::start(
+        &prefix,
+        queue_type,
+        "spool",
+        spool.path(),
+        unreachable,
+        false,
+    )
+    .await;
     let load = load(offline.ingress, requests(visits, None), 32, None).await;
     assert_eq!(load.accepted, visits, "every visit spooled");
     offline.stop();
     let restarted = Instant::now();
-    let online = Relay::start(&prefix, queue_type, "spool", spool.path(), AMQP_URL).await;
-    let (delivered_at, n, r) = wait_delivered(&topology, visits).await;
+    let online = Relay::start(
+        &prefix,
+        queue_type,
+        "spool",
+        spool.path(),
+        &target.relay_url(0),
+        true,
+    )
+    .await;
+    let (delivered_at, n, r) = wait_delivered(target, &topology, visits).await;
     online.stop();
-    delete_topology(&topology).await;
+    delete_topology(target, &topology).await;
     assert!(
         n as usize >= visits && r as usize >= visits,
         "replay lost visits"
@@ -797,6 +912,15 @@ async fn spool_replay(queue_type: QueueType, visits: usize) -> f64 {
 #[tokio::main]
 async fn main() {
     let opts = options();
+    let shared = Target::shared();
+    if opts.scale_out_only {
+        assert!(
+            scale_out::cluster_is_up().await,
+            "the 3-node cluster is not running: scripts/cluster.sh up (scripts/bench.sh --scale-out does it)"
+        );
+        scale_out::run(opts.visits, opts.concurrency).await;
+        return;
+    }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("# kobra-relay benchmark");
     println!();
@@ -822,7 +946,7 @@ async fn main() {
             visits_per_s: ceiling,
             cpu,
             elapsed,
-        } = broker_ceiling(queue_type, opts.visits).await;
+        } = broker_ceiling(&shared, queue_type, opts.visits).await;
         cpu_rows.push(cpu_row(
             queue_type,
             "ceiling (tight publisher)",
@@ -832,12 +956,13 @@ async fn main() {
             None,
             cpu.this_process,
         ));
-        let replay = spool_replay(queue_type, opts.visits).await;
+        let replay = spool_replay(&shared, queue_type, opts.visits).await;
         for durability in ["spool", "confirm"] {
             if opts.only.as_ref().is_some_and(|(_, m)| m != durability) {
                 continue;
             }
             let run = relay_run(
+                &shared,
                 queue_type,
                 durability,
                 opts.visits,
@@ -914,6 +1039,7 @@ async fn main() {
     }
     let half = max_spool_rate / 2.0;
     let paced = relay_run(
+        &shared,
         QueueType::Quorum,
         "spool",
         opts.visits / 2,
@@ -949,7 +1075,16 @@ async fn main() {
         (32, Some(1024 * 1024), opts.visits / 50),
     ];
     for (concurrency, size, visits) in cases {
-        let run = relay_run(QueueType::Quorum, "spool", visits, concurrency, size, None).await;
+        let run = relay_run(
+            &shared,
+            QueueType::Quorum,
+            "spool",
+            visits,
+            concurrency,
+            size,
+            None,
+        )
+        .await;
         let label = size.map_or(format!("{} B (example)", FIXTURE.len()), |s| {
             format!("{} KiB", s / 1024)
         });
@@ -962,6 +1097,14 @@ async fn main() {
             run.e2e_p99 * 1e3,
             run.rss_mib,
             run.cpu_per_1000(),
+        );
+    }
+    if scale_out::cluster_is_up().await {
+        scale_out::run(opts.visits, opts.concurrency).await;
+    } else {
+        println!();
+        println!(
+            "(Scale-out skipped: the 3-node cluster is not running; scripts/bench.sh starts it.)"
         );
     }
 }
