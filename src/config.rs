@@ -24,7 +24,7 @@ use crate::auth::{ApiKeys, KeySpecError};
 pub const ENV_PREFIX: &str = "KOBRA_RELAY_";
 
 /// Every setting, by its upper-case name, with its default (if any).
-const SETTINGS: [(&str, Option<&str>); 23] = [
+const SETTINGS: [(&str, Option<&str>); 24] = [
     ("LISTEN", Some("0.0.0.0:8080")),
     ("ADMIN_LISTEN", Some("0.0.0.0:8081")),
     ("API_KEYS", None),
@@ -42,6 +42,7 @@ const SETTINGS: [(&str, Option<&str>); 23] = [
     ("LOG_FORMAT", Some("json")),
     ("PUBLISH_TIMEOUT", Some("5s")),
     ("SHUTDOWN_GRACE", Some("10s")),
+    ("READINESS_STALL_TIMEOUT", Some("0")),
     ("HEADER_READ_TIMEOUT", Some("10s")),
     ("BODY_READ_TIMEOUT", Some("30s")),
     ("MAX_CONNECTIONS", Some("4096")),
@@ -183,6 +184,9 @@ pub struct Settings {
     pub publish_timeout: Duration,
     /// How long shutdown keeps draining the spool to the broker.
     pub shutdown_grace: Duration,
+    /// `/readyz` fails once visits have waited this long in the spool with
+    /// none delivered for as long (`None`: never, the contract's default).
+    pub readiness_stall_timeout: Option<Duration>,
     /// Longest wait for a request head (slow clients, idle keep-alive).
     pub header_read_timeout: Duration,
     /// Longest wait for a whole body once its head is in.
@@ -342,6 +346,12 @@ impl Settings {
             })?,
             publish_timeout: parse_setting(raw, "PUBLISH_TIMEOUT", parse_duration)?,
             shutdown_grace: parse_setting(raw, "SHUTDOWN_GRACE", parse_duration)?,
+            readiness_stall_timeout: Some(parse_setting(
+                raw,
+                "READINESS_STALL_TIMEOUT",
+                parse_duration,
+            )?)
+            .filter(|d| !d.is_zero()),
             header_read_timeout: parse_setting(
                 raw,
                 "HEADER_READ_TIMEOUT",
@@ -405,6 +415,10 @@ impl Settings {
         line("LOG_FORMAT", quoted(format));
         line("PUBLISH_TIMEOUT", millis(self.publish_timeout));
         line("SHUTDOWN_GRACE", millis(self.shutdown_grace));
+        line(
+            "READINESS_STALL_TIMEOUT",
+            millis(self.readiness_stall_timeout.unwrap_or_default()),
+        );
         line("HEADER_READ_TIMEOUT", millis(self.header_read_timeout));
         line("BODY_READ_TIMEOUT", millis(self.body_read_timeout));
         line("MAX_CONNECTIONS", self.max_connections.to_string());
@@ -696,6 +710,10 @@ mod tests {
         assert!(s.declare_queues);
         assert_eq!(s.durability, Durability::Spool);
         assert_eq!(s.replicated_deadline, Duration::from_millis(50));
+        assert_eq!(
+            s.readiness_stall_timeout, None,
+            "a broker outage alone keeps it ready"
+        );
         assert_eq!(s.spool_dir, PathBuf::from("./data/spool"));
         assert_eq!(s.spool_max_bytes, 1 << 30);
         assert_eq!(s.max_body_bytes, 1_048_576);

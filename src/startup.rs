@@ -73,6 +73,8 @@ pub struct AppState {
     pub limits: HttpLimits,
     /// TLS on the ingress, when configured.
     pub tls: Option<LiveTls>,
+    /// `READINESS_STALL_TIMEOUT`, when set.
+    pub readiness_stall_timeout: Option<Duration>,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -194,6 +196,7 @@ impl App {
                     max_connections: settings.max_connections,
                     max_header_bytes: settings.max_header_bytes,
                 },
+                readiness_stall_timeout: settings.readiness_stall_timeout,
                 shutting_down: Arc::new(AtomicBool::new(false)),
                 tls,
             },

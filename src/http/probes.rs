@@ -35,8 +35,11 @@ struct SpoolReport {
 
 /// `GET /readyz`: 200 while requests can be made durable.
 ///
-/// In `spool` and `replicated` mode a broker outage alone does not make the relay unready
-/// (the spool absorbs it); a full spool or shutdown does. In `confirm` mode
+/// In `spool` and `replicated` mode a broker outage alone does not make the
+/// relay unready (the spool absorbs it); a full spool or shutdown does, and,
+/// when `READINESS_STALL_TIMEOUT` is set, a spool that stopped draining:
+/// visits waiting that long while none was delivered for as long, so a load
+/// balancer prefers relays that reach the broker. In `confirm` mode
 /// readiness follows the broker connection.
 pub fn ready(state: &AppState) -> HttpResponse {
     let connected = state.publisher.link().is_connected();
@@ -49,7 +52,11 @@ pub fn ready(state: &AppState) -> HttpResponse {
                 bytes: stats.bytes,
                 oldest_age_seconds: stats.oldest_age(jiff::Timestamp::now()).as_secs(),
             };
-            (report, !stats.full)
+            let stalled = state.readiness_stall_timeout.is_some_and(|limit| {
+                stats.oldest_age(jiff::Timestamp::now()) >= limit
+                    && state.publisher.since_last_delivery() >= limit
+            });
+            (report, !stats.full && !stalled)
         }
         None => (
             SpoolReport {

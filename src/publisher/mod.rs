@@ -91,16 +91,18 @@ pub struct Publisher {
     metrics: Metrics,
     publish_timeout: Duration,
     waiters: ConfirmWaiters,
-    last_answer: Arc<LastAnswer>,
+    last_answer: Arc<LastTime>,
+    last_delivery: LastTime,
 }
 
-/// When the broker last answered a publish (confirm, nack or return).
-struct LastAnswer {
+/// When something last happened (the broker answered a publish, a visit
+/// was delivered); lock-free, read by the probes and the drain.
+struct LastTime {
     base: Instant,
     millis: AtomicU64,
 }
 
-impl LastAnswer {
+impl LastTime {
     fn new() -> Self {
         Self {
             base: Instant::now(),
@@ -113,7 +115,7 @@ impl LastAnswer {
         self.millis.fetch_max(now, Ordering::Relaxed);
     }
 
-    fn silence(&self) -> Duration {
+    fn elapsed(&self) -> Duration {
         let last = Duration::from_millis(self.millis.load(Ordering::Relaxed));
         self.base.elapsed().saturating_sub(last)
     }
@@ -133,14 +135,21 @@ impl Publisher {
             metrics,
             publish_timeout,
             waiters: ConfirmWaiters::default(),
-            last_answer: Arc::new(LastAnswer::new()),
+            last_answer: Arc::new(LastTime::new()),
+            last_delivery: LastTime::new(),
         }
+    }
+
+    /// Time since a visit was last delivered (all its messages confirmed),
+    /// or since start.
+    pub fn since_last_delivery(&self) -> Duration {
+        self.last_delivery.elapsed()
     }
 
     /// Whether a publish that timed out means the link is silent (see the
     /// module header), in which case the session is given up.
     fn link_is_silent(&self) -> bool {
-        self.last_answer.silence() >= self.publish_timeout && !self.link.is_blocked()
+        self.last_answer.elapsed() >= self.publish_timeout && !self.link.is_blocked()
     }
 
     /// The broker link (for readiness).
@@ -192,6 +201,7 @@ impl Publisher {
     }
 
     fn record_success(&self, envelope: &Envelope, prepared: &Prepared, started: Instant) {
+        self.last_delivery.record();
         self.metrics.confirm_latency(started.elapsed());
         for m in &prepared.messages {
             self.metrics.published(m.label, prepared.product);
@@ -612,7 +622,7 @@ async fn start_many(
 
 /// Waits for every confirm; any nack or return fails the whole visit.
 /// Each answer is recorded in `answered`.
-async fn finish(confirms: Confirms, answered: &LastAnswer) -> Result<(), PublishError> {
+async fn finish(confirms: Confirms, answered: &LastTime) -> Result<(), PublishError> {
     let mut outcome = Ok(());
     for confirm in confirms {
         let confirmation = confirm.await.map_err(PublishError::Connection)?;

@@ -181,6 +181,39 @@ async fn a_full_spool_refuses_with_503_and_recovers_by_itself_when_the_broker_re
 }
 
 #[tokio::test]
+async fn with_a_stall_timeout_a_spool_that_stopped_draining_turns_unready_until_it_drains() {
+    let proxy = Proxy::start(rabbitmq()).await;
+    let app = spawn_app_with(&[
+        ("AMQP_URL", &proxy.amqp_url()),
+        ("READINESS_STALL_TIMEOUT", "1s"),
+    ])
+    .await;
+    app.wait_connected().await;
+    proxy.cut();
+    wait_until("the relay sees the outage", async || !connected(&app).await).await;
+    assert_eq!(
+        app.post_visit(numbered_visit(1), Some(KEY)).await.status(),
+        202
+    );
+    assert_eq!(app.readyz().await.0, 200, "a fresh backlog is not a stall");
+
+    wait_until("the stalled spool makes it unready", async || {
+        let (status, ready) = app.readyz().await;
+        status == 503 && ready["ready"] == false && ready["spool"]["entries"] == 1
+    })
+    .await;
+    // Unready is advice to the load balancer, not a refusal.
+    assert_eq!(
+        app.post_visit(numbered_visit(2), Some(KEY)).await.status(),
+        202
+    );
+
+    proxy.restore();
+    app.wait_spool_empty().await;
+    assert_eq!(app.readyz().await.0, 200);
+}
+
+#[tokio::test]
 async fn a_torn_spool_tail_is_skipped_and_logged_at_start() {
     let prefix = random_prefix();
     let _cleanup = crate::helpers::Cleanup::new(&prefix);

@@ -141,6 +141,16 @@ fn the_config_map_and_the_example_secret_are_settings_the_relay_accepts() {
     ));
     let settings = Settings::from_sources(None, env).expect("the relay accepts them");
     assert_eq!(settings.amqp_urls.len(), 3, "one URL per cluster node");
+    let stall = settings
+        .readiness_stall_timeout
+        .expect("several replicas: a stalled relay turns unready");
+    // A failover to another node takes PUBLISH_TIMEOUT to notice a silent
+    // node and at most one connect timeout (10 s) per dead URL: readiness
+    // must not flap during one.
+    assert!(
+        stall >= settings.publish_timeout + std::time::Duration::from_secs(20),
+        "{stall:?} outlasts a failover"
+    );
     assert_eq!(
         settings.api_keys.labels().collect::<Vec<_>>(),
         ["kobra-2026"]
