@@ -168,8 +168,10 @@ impl Fixture {
         forwarding.next().is_none().then_some(node)
     }
 
-    /// Waits until the relay is connected to a node other than `old`.
-    async fn wait_moved_from(&self, old: usize) -> usize {
+    /// Waits until the relay is connected to a node other than `old`; says
+    /// which, and how long that took from the call.
+    async fn wait_moved_from(&self, old: usize) -> (usize, Duration) {
+        let started = Instant::now();
         wait_until(
             "the relay connects to another node",
             ARRIVAL_TIMEOUT,
@@ -179,7 +181,7 @@ impl Fixture {
             },
         )
         .await;
-        self.connected_node().expect("connected")
+        (self.connected_node().expect("connected"), started.elapsed())
     }
 
     fn queue(&self, kind: &str) -> String {
@@ -271,7 +273,7 @@ async fn node_loss_under_load(durability: &str) {
             .connected_node()
             .expect("the relay is connected to one node");
         cluster.kill(first).await;
-        let moved_to = f.wait_moved_from(first).await;
+        let (moved_to, failover) = f.wait_moved_from(first).await;
         cluster.restart(first).await;
         let survivor = NODES.into_iter().find(|n| *n != first).expect("a survivor");
         let leader = cluster.leader_of(&f.queue(""), survivor).await;
@@ -280,9 +282,9 @@ async fn node_loss_under_load(durability: &str) {
             f.wait_moved_from(leader).await;
         }
         cluster.restart(leader).await;
-        (first, moved_to, leader)
+        (first, moved_to, failover, leader)
     };
-    let (report, (first, moved_to, leader)) = tokio::join!(load, chaos);
+    let (report, (first, moved_to, failover, leader)) = tokio::join!(load, chaos);
 
     wait_until("the spool drains", ARRIVAL_TIMEOUT * 3, async || {
         f.app.readyz().await.1["spool"]["entries"] == 0
@@ -302,7 +304,7 @@ async fn node_loss_under_load(durability: &str) {
     assert!(reconnects >= 1.0, "reconnected after the first kill");
     println!(
         "DURABILITY={durability}: {} accepted in 20 s (durableIn broker {}, spool {}), 0 lost; \
-         killed node {first} (relay moved to {moved_to}), then leader node {leader}; \
+         killed node {first} (relay moved to {moved_to} in {failover:.1?}), then leader node {leader}; \
          {reconnects} reconnects; duplicates {duplicates} normalized, {raw_duplicates} raw",
         report.accepted.len(),
         report.durable_in_broker,
@@ -350,10 +352,10 @@ async fn a_relay_partitioned_from_its_node_moves_to_another_and_loses_nothing() 
         // Silent: the connection stays open and no byte crosses, so only
         // missing confirms can tell.
         f.proxies[node - 1].blackhole();
-        let moved_to = f.wait_moved_from(node).await;
-        (node, moved_to)
+        let (moved_to, failover) = f.wait_moved_from(node).await;
+        (node, moved_to, failover)
     };
-    let (report, (node, moved_to)) = tokio::join!(load, partition);
+    let (report, (node, moved_to, failover)) = tokio::join!(load, partition);
     f.proxies[node - 1].restore();
 
     f.app.wait_spool_empty().await;
@@ -369,7 +371,7 @@ async fn a_relay_partitioned_from_its_node_moves_to_another_and_loses_nothing() 
         "the silence was noticed through a confirm timeout"
     );
     println!(
-        "partitioned from node {node}: moved to node {moved_to}; {} accepted, 0 lost, {duplicates} duplicates",
+        "partitioned from node {node}: moved to node {moved_to} in {failover:.1?}; {} accepted, 0 lost, {duplicates} duplicates",
         report.accepted.len()
     );
 }
