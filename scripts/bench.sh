@@ -22,7 +22,9 @@ case " $* " in
 esac
 
 ensure_rabbitmq
-if $needs_cluster && scripts/cluster.sh status | grep -q ' down$'; then
+# Read whole: `grep -q` leaving a pipe early would fail the status command
+# under pipefail, and the cluster would never start.
+if $needs_cluster && grep -q ' down$' <<<"$(scripts/cluster.sh status)"; then
   log "starting the 3-node cluster (scripts/cluster.sh up)"
   scripts/cluster.sh up
   trap 'scripts/cluster.sh down' EXIT
