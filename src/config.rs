@@ -19,12 +19,13 @@ use std::{
 };
 
 use crate::auth::{ApiKeys, KeySpecError};
+use crate::publisher::topology::Retention;
 
 /// Prefix of every environment variable the relay reads.
 pub const ENV_PREFIX: &str = "KOBRA_RELAY_";
 
 /// Every setting, by its upper-case name, with its default (if any).
-const SETTINGS: [(&str, Option<&str>); 24] = [
+const SETTINGS: [(&str, Option<&str>); 27] = [
     ("LISTEN", Some("0.0.0.0:8080")),
     ("ADMIN_LISTEN", Some("0.0.0.0:8081")),
     ("API_KEYS", None),
@@ -34,6 +35,9 @@ const SETTINGS: [(&str, Option<&str>); 24] = [
     ("TOPOLOGY_PREFIX", Some("kobra")),
     ("QUEUE_TYPE", Some("quorum")),
     ("DECLARE_QUEUES", Some("true")),
+    ("ARCHIVE", Some("true")),
+    ("ARCHIVE_MAX_AGE", Some("30d")),
+    ("ARCHIVE_MAX_BYTES", Some("10GiB")),
     ("DURABILITY", Some("spool")),
     ("REPLICATED_DEADLINE", Some("50ms")),
     ("SPOOL_DIR", Some("./data/spool")),
@@ -167,6 +171,8 @@ pub struct Settings {
     pub queue_type: QueueType,
     /// Whether queues and bindings are declared (exchanges always are).
     pub declare_queues: bool,
+    /// The archive stream's retention (`None`: `ARCHIVE=false`).
+    pub archive: Option<Retention>,
     /// When `202` is sent.
     pub durability: Durability,
     /// How long a `replicated` 202 waits for the broker's confirms before it
@@ -322,6 +328,7 @@ impl Settings {
             topology_prefix,
             queue_type,
             declare_queues: parse_setting(raw, "DECLARE_QUEUES", parse_bool)?,
+            archive: archive(raw)?,
             durability,
             replicated_deadline: parse_setting(
                 raw,
@@ -403,6 +410,11 @@ impl Settings {
         line("TOPOLOGY_PREFIX", quoted(&self.topology_prefix));
         line("QUEUE_TYPE", quoted(self.queue_type.as_str()));
         line("DECLARE_QUEUES", self.declare_queues.to_string());
+        line("ARCHIVE", self.archive.is_some().to_string());
+        if let Some(retention) = &self.archive {
+            line("ARCHIVE_MAX_AGE", quoted(&retention.max_age_argument()));
+            line("ARCHIVE_MAX_BYTES", retention.max_bytes.to_string());
+        }
         line("DURABILITY", quoted(self.durability.as_str()));
         line("REPLICATED_DEADLINE", millis(self.replicated_deadline));
         line("SPOOL_DIR", quoted(&self.spool_dir.display().to_string()));
@@ -571,18 +583,41 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-/// Parses `250ms`, `5s`, `2m`; a bare number is seconds.
+/// Parses `250ms`, `5s`, `2m`, `12h`, `30d`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("{s:?} is not a duration like 500ms, 5s or 2m");
+    let err = || format!("{s:?} is not a duration like 500ms, 5s, 2m, 12h or 30d");
     let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(digits_end);
     let number: u64 = number.parse().map_err(|_| err())?;
+    let seconds = |per: u64| Duration::from_secs(number.saturating_mul(per));
     match unit.trim() {
         "ms" => Ok(Duration::from_millis(number)),
-        "" | "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        "" | "s" => Ok(seconds(1)),
+        "m" => Ok(seconds(60)),
+        "h" => Ok(seconds(3_600)),
+        // `D` as RabbitMQ writes x-max-age.
+        "d" | "D" => Ok(seconds(86_400)),
         _ => Err(err()),
     }
+}
+
+/// `ARCHIVE`, `ARCHIVE_MAX_AGE` and `ARCHIVE_MAX_BYTES`.
+fn archive(raw: &RawValues) -> Result<Option<Retention>, ConfigError> {
+    if !parse_setting(raw, "ARCHIVE", parse_bool)? {
+        return Ok(None);
+    }
+    let max_age = parse_setting(raw, "ARCHIVE_MAX_AGE", |s| {
+        let age = parse_duration(s)?;
+        if age.subsec_nanos() != 0 || age.is_zero() {
+            // x-max-age counts whole seconds at least.
+            return Err(format!(
+                "{s:?} must be at least one second, in whole seconds"
+            ));
+        }
+        Ok(age)
+    })?;
+    let max_bytes = parse_setting(raw, "ARCHIVE_MAX_BYTES", parse_size)?;
+    Ok(Some(Retention { max_age, max_bytes }))
 }
 
 fn tls_files(raw: &RawValues) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
@@ -708,6 +743,13 @@ mod tests {
         assert_eq!(s.topology_prefix, "kobra");
         assert_eq!(s.queue_type, QueueType::Quorum);
         assert!(s.declare_queues);
+        assert_eq!(
+            s.archive,
+            Some(Retention {
+                max_age: Duration::from_secs(30 * 86_400),
+                max_bytes: 10 << 30,
+            })
+        );
         assert_eq!(s.durability, Durability::Spool);
         assert_eq!(s.replicated_deadline, Duration::from_millis(50));
         assert_eq!(
@@ -782,6 +824,40 @@ mod tests {
         assert!(parse_size("99999999999999999999GiB").is_err());
     }
 
+    #[test]
+    fn durations_run_from_milliseconds_to_days() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(2_592_000)));
+        assert_eq!(parse_duration("30D"), parse_duration("30d"));
+        assert!(parse_duration("1w").is_err());
+    }
+
+    #[test]
+    fn the_archive_can_be_turned_off_or_resized() {
+        let off = load(&[("API_KEYS", "k"), ("ARCHIVE", "false")]).unwrap();
+        assert_eq!(off.archive, None);
+        let week = load(&[
+            ("API_KEYS", "k"),
+            ("ARCHIVE_MAX_AGE", "7d"),
+            ("ARCHIVE_MAX_BYTES", "512MiB"),
+        ])
+        .unwrap();
+        assert_eq!(
+            week.archive,
+            Some(Retention {
+                max_age: Duration::from_secs(7 * 86_400),
+                max_bytes: 512 << 20,
+            })
+        );
+        let err = load(&[("API_KEYS", "k"), ("ARCHIVE_MAX_AGE", "1500ms")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KOBRA_RELAY_ARCHIVE_MAX_AGE"), "{err}");
+        assert!(err.contains("whole seconds"), "{err}");
+    }
     #[test]
     fn environment_overrides_the_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();

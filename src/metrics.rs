@@ -113,6 +113,7 @@ pub struct Metrics {
     rejected: IntCounterVec,
     normalization_warnings: IntCounterVec,
     duplicates_redelivered: IntCounter,
+    archive_appended: IntCounter,
     open_connections: IntGauge,
 }
 
@@ -239,6 +240,11 @@ impl Metrics {
                 "Spool entries published again after a restart or a lost confirm (possible duplicates).",
             ))
             .expect("valid metric"),
+            archive_appended: IntCounter::with_opts(opts(
+                "archive_appended_total",
+                "Raw visits the broker confirmed while the relay declares the archive stream (each one appended to it).",
+            ))
+            .expect("valid metric"),
             open_connections: IntGauge::with_opts(opts(
                 "http_open_connections",
                 "Open ingress connections that have sent a request.",
@@ -271,6 +277,7 @@ impl Metrics {
             Box::new(self.rejected.clone()),
             Box::new(self.normalization_warnings.clone()),
             Box::new(self.duplicates_redelivered.clone()),
+            Box::new(self.archive_appended.clone()),
             Box::new(self.open_connections.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -425,6 +432,11 @@ impl Metrics {
         self.duplicates_redelivered.inc_by(count);
     }
 
+    /// A raw visit confirmed into a topology with the archive stream.
+    pub fn archive_appended(&self) {
+        self.archive_appended.inc();
+    }
+
     /// The spool's configured capacity.
     pub fn spool_capacity(&self, max_bytes: u64) {
         self.spool_max_bytes
@@ -482,6 +494,7 @@ mod tests {
             "broker_reconnects_total",
             "rejected_total",
             "normalization_warnings_total",
+            "archive_appended_total",
             "build_info",
         ] {
             assert!(

@@ -109,11 +109,7 @@ impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let started = Instant::now();
         let metrics = Metrics::new();
-        let topology = Topology::new(
-            &settings.topology_prefix,
-            settings.queue_type,
-            settings.declare_queues,
-        );
+        let topology = Topology::from_settings(&settings);
 
         let (sink, recovered_up_to) = match settings.durability {
             Durability::Spool | Durability::Replicated => {

@@ -29,7 +29,7 @@ use std::{
 use bytes::Bytes;
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use kobra_relay::{
-    config::QueueType,
+    config::{QueueType, Settings},
     publisher::{link::declare, message, topology::Topology},
     spool::record,
     visit::{self, Envelope, Product, Receipt},
@@ -206,6 +206,15 @@ async fn broker(target: &Target) -> Connection {
         })
 }
 
+/// What a relay with default settings declares under `prefix`, the archive
+/// stream included: the ceiling publishes into the same queues, and
+/// cleaning up must remove the stream too.
+fn relay_topology(prefix: &str, queue_type: QueueType) -> Topology {
+    let defaults = Settings::from_sources(None, [("KOBRA_RELAY_API_KEYS".into(), "bench".into())])
+        .expect("the default settings load");
+    Topology::new(prefix, queue_type, true).with_archive(defaults.archive)
+}
+
 async fn delete_topology(target: &Target, topology: &Topology) {
     let conn = broker(target).await;
     for q in topology.queues() {
@@ -267,10 +276,15 @@ struct Ceiling {
 
 /// Visits/s of a tight publisher with a confirm window: the broker's ceiling.
 async fn broker_ceiling(target: &Target, queue_type: QueueType, visits: usize) -> Ceiling {
-    let topology = Topology::new(&random_prefix(), queue_type, true);
+    let topology = relay_topology(&random_prefix(), queue_type);
+    ceiling_into(target, topology, visits).await
+}
+
+/// The ceiling into `topology` (with or without the archive stream).
+async fn ceiling_into(target: &Target, topology: Topology, visits: usize) -> Ceiling {
     let conn = broker(target).await;
     let channel = conn.create_channel().await.expect("channel");
-    declare(&channel, &topology).await.expect("declare");
+    declare(&conn, &channel, &topology).await.expect("declare");
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
@@ -814,7 +828,7 @@ async fn relay_run(
     rate: Option<f64>,
 ) -> RelayRun {
     let prefix = random_prefix();
-    let topology = Topology::new(&prefix, queue_type, true);
+    let topology = relay_topology(&prefix, queue_type);
     let spool = tempfile::tempdir().expect("tempdir");
     let requests = requests(visits, size);
     let relay = Relay::start(
@@ -874,7 +888,7 @@ async fn relay_run(
 /// load competing for the CPU), timed from the restart to the last delivery.
 async fn spool_replay(target: &Target, queue_type: QueueType, visits: usize) -> f64 {
     let prefix = random_prefix();
-    let topology = Topology::new(&prefix, queue_type, true);
+    let topology = relay_topology(&prefix, queue_type);
     let spool = tempfile::tempdir().expect("tempdir");
     let unreachable = "amqp://guest:guest@127.0.0.1:1/%2f";
     let offline = Relay::start(
@@ -1032,6 +1046,27 @@ async fn main() {
     println!("|---|---:|");
     for (step, micros) in step_costs() {
         println!("| {step} | {micros:.2} |");
+    }
+
+    if opts.only.is_none() {
+        // The archive's price, in the broker's own terms: the same tight
+        // publisher, with and without the stream bound to the raw exchange.
+        let with = broker_ceiling(&shared, QueueType::Quorum, opts.visits).await;
+        let without = ceiling_into(
+            &shared,
+            relay_topology(&random_prefix(), QueueType::Quorum).with_archive(None),
+            opts.visits,
+        )
+        .await;
+        println!();
+        println!(
+            "The archive stream (quorum ceiling): {:.0} visits/s without it, {:.0} with it ({:.2}); broker CPU {:.0} vs {:.0} µs per visit.",
+            without.visits_per_s,
+            with.visits_per_s,
+            with.visits_per_s / without.visits_per_s,
+            without.cpu.broker / opts.visits as f64 * 1e6,
+            with.cpu.broker / opts.visits as f64 * 1e6,
+        );
     }
 
     if max_spool_rate == 0.0 {

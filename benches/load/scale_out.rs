@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kobra_relay::{config::QueueType, publisher::topology::Topology};
+use kobra_relay::config::QueueType;
 
 use super::{
     CpuSplit, Relay, Target, broker_ceiling, delete_topology, load, ms, percentile, random_prefix,
@@ -89,7 +89,7 @@ async fn scale_run(
     concurrency: usize,
 ) -> ScaleRun {
     let prefix = random_prefix();
-    let topology = Topology::new(&prefix, QueueType::Quorum, true);
+    let topology = super::relay_topology(&prefix, QueueType::Quorum);
     let spools: Vec<tempfile::TempDir> = (0..relays)
         .map(|_| tempfile::tempdir().expect("tempdir"))
         .collect();

@@ -93,11 +93,7 @@ fn source(args: &TailArgs, topology: &Topology) -> Result<Source, String> {
 
 /// Consumes until `--count` visits were shown or Ctrl-C.
 pub fn run(args: &TailArgs, settings: &Settings) -> ExitCode {
-    let topology = Topology::new(
-        &settings.topology_prefix,
-        settings.queue_type,
-        settings.declare_queues,
-    );
+    let topology = Topology::from_settings(settings);
     let source = match source(args, &topology) {
         Ok(source) => source,
         Err(message) => return fail("tail", USAGE, message),

@@ -6,7 +6,10 @@ use clap::{Args, ValueEnum};
 
 use super::{FAILED, fail};
 use crate::config::Settings;
-use crate::publisher::{link, topology::Topology};
+use crate::publisher::{
+    link,
+    topology::{QueueKind, Topology},
+};
 
 /// How `topology` prints.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -34,11 +37,7 @@ pub struct TopologyArgs {
 
 /// Prints or declares the topology of `settings`.
 pub fn run(args: &TopologyArgs, settings: &Settings) -> ExitCode {
-    let topology = Topology::new(
-        &settings.topology_prefix,
-        settings.queue_type,
-        settings.declare_queues,
-    );
+    let topology = Topology::from_settings(settings);
     if args.declare {
         return declare(&topology, settings);
     }
@@ -71,9 +70,17 @@ pub fn render_text(topology: &Topology) -> String {
     }
     out.push_str("queues\n");
     for q in topology.queues() {
-        let _ = write!(out, "  {:<40} {:<7} durable", q.name, q.queue_type.as_str());
-        if let Some(dlx) = q.dead_letter_exchange {
+        let _ = write!(out, "  {:<40} {:<7} durable", q.name, q.kind.queue_type());
+        if let Some(dlx) = &q.dead_letter_exchange {
             let _ = write!(out, " x-dead-letter-exchange={dlx}");
+        }
+        if let QueueKind::Stream(retention) = q.kind {
+            let _ = write!(
+                out,
+                " x-max-age={} x-max-length-bytes={}",
+                retention.max_age_argument(),
+                retention.max_bytes
+            );
         }
         out.push('\n');
     }
@@ -107,7 +114,7 @@ fn declare(topology: &Topology, settings: &Settings) -> ExitCode {
             };
         let declared = tokio::time::timeout(DECLARE_TIMEOUT, async {
             let channel = connection.create_channel().await?;
-            link::declare(&channel, topology).await
+            link::declare(&connection, &channel, topology).await
         })
         .await;
         let _ = connection.close(200, "declared".into()).await;
@@ -131,10 +138,15 @@ fn declare(topology: &Topology, settings: &Settings) -> ExitCode {
 mod tests {
     use super::*;
     use crate::config::QueueType;
+    use crate::publisher::topology::Retention;
 
     #[test]
     fn the_text_form_lists_every_name_once() {
-        let topology = Topology::new("kobra", QueueType::Quorum, true);
+        let topology =
+            Topology::new("kobra", QueueType::Quorum, true).with_archive(Some(Retention {
+                max_age: Duration::from_secs(30 * 86_400),
+                max_bytes: 1 << 30,
+            }));
         let text = render_text(&topology);
         let section = |name: &str| -> Vec<String> {
             text.split_once(&format!("{name}\n"))
@@ -166,6 +178,9 @@ mod tests {
             "kobra.visits -> kobra.visits.debt_collection  key visit.finished.debt_collection"
         ));
         assert!(text.contains("x-dead-letter-exchange=kobra.visits.dead-letter"));
+        assert!(text.contains(
+            "kobra.visits.archive                     stream  durable x-max-age=30D x-max-length-bytes=1073741824"
+        ));
 
         let operators = render_text(&Topology::new("kobra", QueueType::Quorum, false));
         assert!(operators.contains("left to operators"));

@@ -34,7 +34,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::topology::{ExchangeType, Topology};
+use super::topology::{Argument, ExchangeType, QueueKind, Topology};
 use crate::config::mask_url;
 use crate::metrics::Metrics;
 
@@ -297,7 +297,7 @@ async fn connect(
     let connection = open(url, ca_pem, "kobra-relay").await?;
     let setup = async {
         let channel = connection.create_channel().await?;
-        declare(&channel, topology).await?;
+        declare(&connection, &channel, topology).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
@@ -319,7 +319,11 @@ async fn connect(
 /// # Errors
 /// The broker refused a declaration (for instance, an existing queue with
 /// another type).
-pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()> {
+pub async fn declare(
+    connection: &Connection,
+    channel: &Channel,
+    topology: &Topology,
+) -> lapin::Result<()> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -338,13 +342,21 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()
             .await?;
     }
     for queue in topology.queues() {
+        // A stream's retention is fixed when it is created; redeclaring it
+        // after ARCHIVE_MAX_AGE changed would fail and stop all delivery
+        // for the sake of the archive. An existing archive is kept as is.
+        if matches!(queue.kind, QueueKind::Stream(_)) && exists(connection, &queue.name).await {
+            continue;
+        }
         let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-queue-type".into(),
-            long_string(queue.queue_type.as_str()),
-        );
-        if let Some(dlx) = &queue.dead_letter_exchange {
-            arguments.insert("x-dead-letter-exchange".into(), long_string(dlx));
+        for (name, value) in queue.arguments() {
+            let value = match value {
+                Argument::Text(text) => long_string(&text),
+                Argument::Integer(n) => {
+                    AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX))
+                }
+            };
+            arguments.insert(name.into(), value);
         }
         let options = QueueDeclareOptions {
             durable: true,
@@ -366,6 +378,35 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()
             .await?;
     }
     Ok(())
+}
+
+/// Asks the broker whether `queue` exists (a passive declaration).
+///
+/// # Errors
+/// It does not (`NOT_FOUND`, and the broker closes `channel`), or the
+/// connection failed.
+pub async fn check_queue(channel: &Channel, queue: &str) -> lapin::Result<()> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .map(|_| ())
+}
+
+/// Whether `queue` exists, asked on a channel of its own: the broker closes
+/// the channel of a passive declaration that fails.
+async fn exists(connection: &Connection, queue: &str) -> bool {
+    let Ok(channel) = connection.create_channel().await else {
+        return false;
+    };
+    let found = check_queue(&channel, queue).await.is_ok();
+    if found {
+        let _ = channel.close(200, "checked".into()).await;
+    }
+    found
 }
 
 fn long_string(s: &str) -> AMQPValue {

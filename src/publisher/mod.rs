@@ -34,7 +34,7 @@ use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
 use lapin::{Channel, Confirmation, PublisherConfirm, options::BasicPublishOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{Metrics, PublishFailure};
+use crate::metrics::{ExchangeLabel, Metrics, PublishFailure};
 use crate::spool::{Pending, Spool};
 use crate::visit::Envelope;
 use link::Link;
@@ -205,6 +205,11 @@ impl Publisher {
         self.metrics.confirm_latency(started.elapsed());
         for m in &prepared.messages {
             self.metrics.published(m.label, prepared.product);
+            // Raw copies reach the archive by a product binding or, for
+            // other products, through the unrouted fanout: every one lands.
+            if m.label == ExchangeLabel::Raw && self.topology.archive().is_some() {
+                self.metrics.archive_appended();
+            }
         }
         for w in &prepared.warnings {
             self.metrics.normalization_warning(w.metric_field);

@@ -4,7 +4,9 @@
 //! it and the tests compare it with the broker and with
 //! `deploy/rabbitmq/definitions.json`, all from one definition.
 
-use crate::config::QueueType;
+use std::time::Duration;
+
+use crate::config::{QueueType, Settings};
 use crate::visit::Product;
 
 /// Exchange types used by the relay.
@@ -44,8 +46,79 @@ pub struct QueueSpec {
     pub name: String,
     /// `x-dead-letter-exchange` argument.
     pub dead_letter_exchange: Option<String>,
-    /// `x-queue-type` argument.
-    pub queue_type: QueueType,
+    /// What kind of queue.
+    pub kind: QueueKind,
+}
+
+impl QueueSpec {
+    /// The declaration arguments, in a fixed order.
+    pub fn arguments(&self) -> Vec<(&'static str, Argument)> {
+        let mut arguments = vec![(
+            "x-queue-type",
+            Argument::Text(self.kind.queue_type().to_owned()),
+        )];
+        if let Some(dlx) = &self.dead_letter_exchange {
+            arguments.push(("x-dead-letter-exchange", Argument::Text(dlx.clone())));
+        }
+        if let QueueKind::Stream(retention) = self.kind {
+            arguments.push(("x-max-age", Argument::Text(retention.max_age_argument())));
+            arguments.push(("x-max-length-bytes", Argument::Integer(retention.max_bytes)));
+        }
+        arguments
+    }
+}
+
+/// A queue argument's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Argument {
+    /// A string (an AMQP long string).
+    Text(String),
+    /// A number (an AMQP signed 64-bit integer).
+    Integer(u64),
+}
+
+/// The `x-queue-type` of a queue and the arguments that come with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    /// A work queue: consumed and emptied.
+    Work(QueueType),
+    /// An append-only stream, read from any offset, trimmed by retention.
+    Stream(Retention),
+}
+
+impl QueueKind {
+    /// The `x-queue-type` argument.
+    pub fn queue_type(self) -> &'static str {
+        match self {
+            Self::Work(queue_type) => queue_type.as_str(),
+            Self::Stream(_) => "stream",
+        }
+    }
+}
+
+/// How long and how much the archive stream keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Segments older than this are removed (`x-max-age`).
+    pub max_age: Duration,
+    /// The stream is trimmed to this size, oldest segments first
+    /// (`x-max-length-bytes`).
+    pub max_bytes: u64,
+}
+
+impl Retention {
+    /// `x-max-age` in the largest unit that states it exactly (`30D`,
+    /// `36h`, `90m`, `45s`): RabbitMQ reads `Y`, `M`, `D`, `h`, `m`, `s`.
+    pub fn max_age_argument(&self) -> String {
+        let seconds = self.max_age.as_secs();
+        let unit = [(86_400, 'D'), (3_600, 'h'), (60, 'm')]
+            .into_iter()
+            .find(|(size, _)| seconds.is_multiple_of(*size));
+        match unit {
+            Some((size, letter)) => format!("{}{letter}", seconds / size),
+            None => format!("{seconds}s"),
+        }
+    }
 }
 
 /// A queue binding.
@@ -65,16 +138,35 @@ pub struct Topology {
     prefix: String,
     queue_type: QueueType,
     declare_queues: bool,
+    archive: Option<Retention>,
 }
 
 impl Topology {
-    /// Names under `prefix`.
+    /// Names under `prefix`, without the archive stream.
     pub fn new(prefix: &str, queue_type: QueueType, declare_queues: bool) -> Self {
         Self {
             prefix: prefix.to_owned(),
             queue_type,
             declare_queues,
+            archive: None,
         }
+    }
+
+    /// The topology `settings` describe, archive included when `ARCHIVE` is on.
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self::new(
+            &settings.topology_prefix,
+            settings.queue_type,
+            settings.declare_queues,
+        )
+        .with_archive(settings.archive)
+    }
+
+    /// Adds (or, with `None`, removes) the archive stream.
+    #[must_use]
+    pub fn with_archive(mut self, retention: Option<Retention>) -> Self {
+        self.archive = retention;
+        self
     }
 
     /// Normalized visits (topic).
@@ -117,9 +209,20 @@ impl Topology {
         format!("{}.visits.raw.{}", self.prefix, product.slug())
     }
 
+    /// The stream every raw visit is appended to: `<prefix>.visits.archive`.
+    pub fn archive_queue(&self) -> String {
+        format!("{}.visits.archive", self.prefix)
+    }
+
     /// Whether queues and bindings are declared.
     pub fn declares_queues(&self) -> bool {
         self.declare_queues
+    }
+
+    /// The archive's retention, when the relay declares it (it is a queue:
+    /// with `DECLARE_QUEUES=false` operators declare it, or not).
+    pub fn archive(&self) -> Option<Retention> {
+        self.archive.filter(|_| self.declare_queues)
     }
 
     /// Every exchange, in declaration order (alternate exchanges first).
@@ -152,7 +255,7 @@ impl Topology {
         let queue = |name, dead_letter_exchange| QueueSpec {
             name,
             dead_letter_exchange,
-            queue_type: self.queue_type,
+            kind: QueueKind::Work(self.queue_type),
         };
         let mut queues: Vec<QueueSpec> = Product::KNOWN
             .iter()
@@ -162,6 +265,14 @@ impl Topology {
         queues.push(queue(self.unrouted_exchange(), dlx.clone()));
         queues.push(queue(self.rejected_exchange(), dlx));
         queues.push(queue(self.dead_letter_exchange(), None));
+        if let Some(retention) = self.archive() {
+            // Streams take no dead-letter exchange: nothing is rejected there.
+            queues.push(QueueSpec {
+                name: self.archive_queue(),
+                dead_letter_exchange: None,
+                kind: QueueKind::Stream(retention),
+            });
+        }
         queues
     }
 
@@ -191,6 +302,25 @@ impl Topology {
             bindings.push(BindingSpec {
                 queue: fanout.clone(),
                 exchange: fanout,
+                routing_key: String::new(),
+            });
+        }
+        if self.archive().is_some() {
+            // The known products' routing keys, not `#`: a catch-all would
+            // make every raw message routable, and other products' raw copies
+            // would no longer fall through to the unrouted fanout, which
+            // hands the archive those (and their normalized copies, which
+            // replay passes over).
+            for product in Product::KNOWN {
+                bindings.push(BindingSpec {
+                    exchange: self.raw_exchange(),
+                    queue: self.archive_queue(),
+                    routing_key: Self::routing_key(product),
+                });
+            }
+            bindings.push(BindingSpec {
+                exchange: self.unrouted_exchange(),
+                queue: self.archive_queue(),
                 routing_key: String::new(),
             });
         }
@@ -236,15 +366,23 @@ impl Topology {
             .queues()
             .iter()
             .map(|q| {
+                let arguments: Map<String, Value> = q
+                    .arguments()
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let value = match value {
+                            Argument::Text(text) => Value::from(text),
+                            Argument::Integer(n) => Value::from(n),
+                        };
+                        (name.to_owned(), value)
+                    })
+                    .collect();
                 json!({
                     "name": q.name,
                     "vhost": vhost,
                     "durable": true,
                     "auto_delete": false,
-                    "arguments": arguments(&[
-                        ("x-queue-type", Some(q.queue_type.as_str())),
-                        ("x-dead-letter-exchange", q.dead_letter_exchange.as_deref()),
-                    ]),
+                    "arguments": arguments,
                 })
             })
             .collect();
@@ -321,9 +459,70 @@ mod tests {
             let expected =
                 (q.name != "p.visits.dead-letter").then(|| "p.visits.dead-letter".to_owned());
             assert_eq!(q.dead_letter_exchange, expected, "{}", q.name);
-            assert_eq!(q.queue_type, QueueType::Quorum);
+            assert_eq!(q.kind, QueueKind::Work(QueueType::Quorum));
         }
         assert_eq!(t.bindings().len(), 9);
+    }
+
+    fn retention(max_age: Duration) -> Retention {
+        Retention {
+            max_age,
+            max_bytes: 10 << 30,
+        }
+    }
+
+    #[test]
+    fn the_archive_is_a_stream_of_raw_known_products_and_everything_unrouted() {
+        let t = Topology::new("p", QueueType::Quorum, true)
+            .with_archive(Some(retention(Duration::from_secs(30 * 86_400))));
+        let archive = t
+            .queues()
+            .into_iter()
+            .find(|q| q.name == "p.visits.archive")
+            .expect("declared");
+        assert_eq!(
+            archive.arguments(),
+            [
+                ("x-queue-type", Argument::Text("stream".into())),
+                ("x-max-age", Argument::Text("30D".into())),
+                ("x-max-length-bytes", Argument::Integer(10 << 30)),
+            ]
+        );
+        let sources: Vec<(String, String)> = t
+            .bindings()
+            .into_iter()
+            .filter(|b| b.queue == "p.visits.archive")
+            .map(|b| (b.exchange, b.routing_key))
+            .collect();
+        let mut expected: Vec<(String, String)> = Product::KNOWN
+            .iter()
+            .map(|&p| ("p.visits.raw".to_owned(), Topology::routing_key(p)))
+            .collect();
+        expected.push(("p.visits.unrouted".into(), String::new()));
+        assert_eq!(sources, expected);
+        assert!(
+            !sources.iter().any(|(_, key)| key.contains(['#', '*'])),
+            "a wildcard would keep other products' raw copies from the unrouted fanout"
+        );
+    }
+
+    #[test]
+    fn the_archive_follows_declare_queues() {
+        let t = Topology::new("p", QueueType::Quorum, false)
+            .with_archive(Some(retention(Duration::from_secs(60))));
+        assert_eq!(t.archive(), None);
+        let off = Topology::new("p", QueueType::Quorum, true);
+        assert!(off.queues().iter().all(|q| q.name != "p.visits.archive"));
+        assert_eq!(off.bindings().len(), 9);
+    }
+
+    #[test]
+    fn max_age_is_written_in_the_largest_exact_unit() {
+        let argument = |seconds| retention(Duration::from_secs(seconds)).max_age_argument();
+        assert_eq!(argument(30 * 86_400), "30D");
+        assert_eq!(argument(36 * 3_600), "36h");
+        assert_eq!(argument(90 * 60), "90m");
+        assert_eq!(argument(45), "45s");
     }
 
     #[test]

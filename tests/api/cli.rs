@@ -200,7 +200,7 @@ async fn topology_declares_what_it_prints() {
 
     let declared = run(&["topology", "--declare"], &settings).await;
     assert_eq!(declared.status.code(), Some(0), "{declared:?}");
-    assert!(stdout(&declared).starts_with("declared 5 exchanges, 9 queues, 9 bindings"));
+    assert!(stdout(&declared).starts_with("declared 5 exchanges, 10 queues, 13 bindings"));
     for product in Product::KNOWN {
         let queue = format!("{prefix}.visits.{}", product.slug());
         assert_eq!(depth(&queue).await, 0, "{queue} exists");

@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kobra_relay::{config::QueueType, publisher::topology::Topology};
+use kobra_relay::{
+    config::Settings,
+    publisher::topology::{Argument, Topology},
+};
 use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
@@ -54,11 +57,18 @@ fn from_topology(topology: &Topology) -> (BTreeSet<Exchange>, BTreeSet<Queue>, B
         .queues()
         .into_iter()
         .map(|q| {
-            let mut arguments = json!({"x-queue-type": q.queue_type.as_str()});
-            if let Some(dlx) = q.dead_letter_exchange {
-                arguments["x-dead-letter-exchange"] = dlx.into();
-            }
-            (q.name, self::arguments(&arguments))
+            let arguments = q
+                .arguments()
+                .into_iter()
+                .map(|(name, value)| {
+                    let value = match value {
+                        Argument::Text(text) => text,
+                        Argument::Integer(n) => n.to_string(),
+                    };
+                    (name.to_owned(), value)
+                })
+                .collect();
+            (q.name, arguments)
         })
         .collect();
     let bindings = topology
@@ -130,7 +140,10 @@ fn definitions() -> Value {
 
 #[test]
 fn the_definitions_file_is_the_topology_the_relay_declares() {
-    let topology = Topology::new("kobra", QueueType::Quorum, true);
+    let defaults = Settings::from_sources(None, [("KOBRA_RELAY_API_KEYS".into(), "k".into())])
+        .expect("the defaults load");
+    let topology = Topology::from_settings(&defaults);
+    assert!(topology.archive().is_some(), "the archive is on by default");
     assert_eq!(
         from_definitions(&definitions(), "kobra"),
         from_topology(&topology)

@@ -16,6 +16,7 @@ fn the_asyncapi_channels_are_the_exchanges_the_relay_declares() {
         .as_object()
         .expect("channels")
         .values()
+        .filter(|c| c["bindings"]["amqp"]["is"] == "routingKey")
         .map(|c| {
             let address = c["address"]
                 .as_str()
@@ -36,6 +37,24 @@ fn the_asyncapi_channels_are_the_exchanges_the_relay_declares() {
         .collect();
     declared.sort();
     assert_eq!(documented, declared);
+
+    let queues: Vec<String> = doc["channels"]
+        .as_object()
+        .expect("channels")
+        .values()
+        .filter(|c| c["bindings"]["amqp"]["is"] == "queue")
+        .map(|c| {
+            c["bindings"]["amqp"]["queue"]["name"]
+                .as_str()
+                .expect("name")
+                .replace("{prefix}", "kobra")
+        })
+        .collect();
+    assert_eq!(
+        queues,
+        [topology.archive_queue()],
+        "the archive stream is documented"
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::{
 
 use kobra_relay::{
     config::{QueueType, Settings},
-    publisher::topology::Topology,
+    publisher::topology::{Retention, Topology},
     startup::App,
 };
 use lapin::{
@@ -407,7 +407,11 @@ pub async fn delete_topology_at(url: &str, prefix: &str) {
     let Ok(conn) = Connection::connect(url, ConnectionProperties::default()).await else {
         return;
     };
-    let topology = Topology::new(prefix, QueueType::Quorum, true);
+    // The retention only shapes the declaration; deleting needs the names.
+    let topology = Topology::new(prefix, QueueType::Quorum, true).with_archive(Some(Retention {
+        max_age: Duration::from_secs(1),
+        max_bytes: 1,
+    }));
     for queue in topology.queues() {
         if let Ok(channel) = conn.create_channel().await {
             let _ = channel
