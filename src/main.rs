@@ -68,6 +68,9 @@ enum Command {
     /// Print the exchanges, queues and bindings the relay declares, or
     /// declare them.
     Topology(cli::topology::TopologyArgs),
+    /// Publish archived visits again (re-normalized with this build) from
+    /// the archive stream, by time window, product or visit id.
+    Replay(cli::replay::ReplayArgs),
     /// Show what is waiting in the spool, without starting the relay.
     Spool(cli::spool::SpoolArgs),
     /// GET a local URL (e.g. http://127.0.0.1:8081/readyz); exit 0 on 200,
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         Command::Send(args) => cli::send::run(&args, &settings),
         Command::Tail(args) => cli::tail::run(&args, &settings),
         Command::Topology(args) => cli::topology::run(&args, &settings),
+        Command::Replay(args) => cli::replay::run(&args, &settings),
         Command::Spool(args) => cli::spool::run(&args, &settings),
         Command::Probe { url } => cli::probe::run(&url),
     }

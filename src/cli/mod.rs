@@ -6,6 +6,7 @@
 //! unreachable, not found), 2 bad command line or settings.
 
 pub mod probe;
+pub mod replay;
 pub mod send;
 pub mod spool;
 pub mod tail;

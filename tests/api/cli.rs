@@ -17,7 +17,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_kobra-relay");
 const RUN_LIMIT: Duration = Duration::from_secs(30);
 
 /// `kobra-relay ARGS` with only the given `KOBRA_RELAY_*` settings.
-fn command(args: &[&str], settings: &[(&str, &str)]) -> tokio::process::Command {
+pub fn command(args: &[&str], settings: &[(&str, &str)]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(BINARY);
     command.args(args).kill_on_drop(true);
     for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("KOBRA_")) {
@@ -29,7 +29,7 @@ fn command(args: &[&str], settings: &[(&str, &str)]) -> tokio::process::Command 
     command
 }
 
-async fn run(args: &[&str], settings: &[(&str, &str)]) -> Output {
+pub async fn run(args: &[&str], settings: &[(&str, &str)]) -> Output {
     let output = command(args, settings).output();
     tokio::time::timeout(RUN_LIMIT, output)
         .await
@@ -37,7 +37,7 @@ async fn run(args: &[&str], settings: &[(&str, &str)]) -> Output {
         .expect("the binary runs")
 }
 
-fn stdout(output: &Output) -> String {
+pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 

@@ -20,6 +20,7 @@ mod observability;
 mod process;
 mod proxy;
 mod publish;
+mod replay;
 mod replicated;
 mod schema;
 mod tls;
