@@ -583,6 +583,7 @@ struct Progress {
     /// Start of the window; the first visit's time when it starts at an offset.
     from: Option<Timestamp>,
     until: Timestamp,
+    dry_run: bool,
     drawn: Option<Instant>,
 }
 
@@ -595,6 +596,7 @@ impl Progress {
             enabled,
             from: plan.since,
             until: plan.until,
+            dry_run: plan.dry_run,
             drawn: None,
         }
     }
@@ -624,12 +626,17 @@ impl Progress {
         let mut stderr = std::io::stderr().lock();
         let _ = write!(
             stderr,
-            "\r[{}{}] {:>3}%  {at}  read {}  published {}  skipped {}",
+            "\r[{}{}] {:>3}%  {at}  read {}  {} {}  skipped {}",
             "#".repeat(filled),
             "-".repeat(Self::WIDTH - filled),
             (done * 100.0).round(),
             tally.read,
-            tally.published,
+            if self.dry_run { "matched" } else { "published" },
+            if self.dry_run {
+                tally.matched
+            } else {
+                tally.published
+            },
             tally.skipped,
         );
         let _ = stderr.flush();

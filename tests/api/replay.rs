@@ -187,15 +187,12 @@ async fn to_queue_replays_for_one_consumer_only() {
     let own = queue(&app, "debt_collection.audit");
     let conn = broker().await;
     let channel = conn.create_channel().await.expect("channel");
+    // The broker removes it a minute after its last use, whatever the test
+    // does (the relay's cleanup knows only the relay's own queues).
+    let mut expires = FieldTable::default();
+    expires.insert("x-expires".into(), AMQPValue::LongInt(60_000));
     channel
-        .queue_declare(
-            own.as_str().into(),
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+        .queue_declare(own.as_str().into(), QueueDeclareOptions::default(), expires)
         .await
         .expect("declare");
 
@@ -211,6 +208,9 @@ async fn to_queue_replays_for_one_consumer_only() {
         "{}",
         stderr(&missing)
     );
+    let _ = channel
+        .queue_delete(own.as_str().into(), Default::default())
+        .await;
     let _ = conn.close(200, "done".into()).await;
 }
 
