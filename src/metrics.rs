@@ -242,7 +242,7 @@ impl Metrics {
             .expect("valid metric"),
             archive_appended: IntCounter::with_opts(opts(
                 "archive_appended_total",
-                "Raw visits the broker confirmed while the relay declares the archive stream (each one appended to it).",
+                "Raw visits the broker confirmed with ARCHIVE on (each one is appended to the archive stream).",
             ))
             .expect("valid metric"),
             open_connections: IntGauge::with_opts(opts(

@@ -207,7 +207,7 @@ impl Publisher {
             self.metrics.published(m.label, prepared.product);
             // Raw copies reach the archive by a product binding or, for
             // other products, through the unrouted fanout: every one lands.
-            if m.label == ExchangeLabel::Raw && self.topology.archive().is_some() {
+            if m.label == ExchangeLabel::Raw && self.topology.archives() {
                 self.metrics.archive_appended();
             }
         }

@@ -219,6 +219,13 @@ impl Topology {
         self.declare_queues
     }
 
+    /// Whether raw visits are archived: `ARCHIVE` is on, whoever declares
+    /// the stream (the relay, or operators from the definitions document
+    /// when `DECLARE_QUEUES=false`).
+    pub fn archives(&self) -> bool {
+        self.archive.is_some()
+    }
+
     /// The archive's retention, when the relay declares it (it is a queue:
     /// with `DECLARE_QUEUES=false` operators declare it, or not).
     pub fn archive(&self) -> Option<Retention> {
