@@ -23,7 +23,7 @@ use clap::Args;
 use futures_util::StreamExt;
 use jiff::Timestamp;
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, PublisherConfirm,
+    BasicProperties, Channel, Connection, PublisherConfirm,
     message::Delivery,
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -34,7 +34,7 @@ use lapin::{
 
 use super::{FAILED, USAGE, fail};
 use crate::config::Settings;
-use crate::publisher::{link, message, topology::Topology};
+use crate::publisher::{PublishError, link, message, topology::Topology};
 use crate::visit::{Envelope, Kind, Product, Receipt, inspect};
 
 /// Arguments of `replay`.
@@ -550,16 +550,9 @@ async fn confirm_front(
         return Ok(());
     };
     let failure = match confirm.await {
-        Ok(Confirmation::Ack(None)) => None,
-        Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => {
-            Some(format!(
-                "the broker returned offset {offset}: {}",
-                returned.reply_text
-            ))
-        }
-        Ok(Confirmation::Nack(None) | Confirmation::NotRequested) => {
-            Some(format!("the broker refused offset {offset} (nack)"))
-        }
+        Ok(confirmation) => PublishError::check(confirmation)
+            .err()
+            .map(|error| format!("offset {offset}: {error}")),
         Err(error) => Some(format!(
             "waiting for the confirm of offset {offset}: {error}"
         )),

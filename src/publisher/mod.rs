@@ -73,6 +73,21 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// What the broker's answer to a mandatory publish means: an ack without
+    /// a returned message, or why not.
+    ///
+    /// # Errors
+    /// The message was returned (unroutable) or nacked.
+    pub fn check(confirmation: Confirmation) -> Result<(), Self> {
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                Err(Self::Returned(returned.reply_text.to_string()))
+            }
+            Confirmation::Nack(None) | Confirmation::NotRequested => Err(Self::Nack),
+        }
+    }
+
     /// The `publish_failures_total` reason.
     pub fn reason(&self) -> PublishFailure {
         match self {
@@ -632,14 +647,7 @@ async fn finish(confirms: Confirms, answered: &LastTime) -> Result<(), PublishEr
     for confirm in confirms {
         let confirmation = confirm.await.map_err(PublishError::Connection)?;
         answered.record();
-        let result = match confirmation {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
-                Err(PublishError::Returned(returned.reply_text.to_string()))
-            }
-            Confirmation::Nack(None) => Err(PublishError::Nack),
-            Confirmation::NotRequested => Err(PublishError::Nack),
-        };
+        let result = PublishError::check(confirmation);
         if outcome.is_ok() {
             outcome = result;
         }
