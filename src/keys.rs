@@ -1,29 +1,42 @@
-//! Key rotation without a restart: the live key set is swapped atomically
-//! when `API_KEYS_FILE` changes or the process receives SIGHUP.
+//! Where the API keys come from: `API_KEYS` inline and `API_KEYS_FILE`,
+//! read into one [`ApiKeys`] set, and swapped atomically when
+//! [`crate::reload`] asks (SIGHUP, or the file changed).
 //!
 //! A reload that fails (unreadable file, bad line, no key left) keeps the
 //! keys in force and says why; requests never see a half-loaded set.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, SystemTime},
 };
 
 use arc_swap::ArcSwap;
 use secrecy::{ExposeSecret, SecretString};
-use tokio_util::sync::CancellationToken;
 
-use crate::auth::ApiKeys;
-use crate::config::load_api_keys;
-
-/// How often `API_KEYS_FILE` is checked for changes.
-pub const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+use crate::auth::{ApiKeys, KeySpecError};
+use crate::reload::Reloadable;
 
 /// The key set requests are checked against.
 pub type LiveKeys = Arc<ArcSwap<ApiKeys>>;
 
+/// Why the key set could not be loaded; names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyLoadError {
+    /// `API_KEYS` or `API_KEYS_FILE` holds something unusable.
+    #[error("KOBRA_RELAY_{setting}: {reason}")]
+    Setting {
+        /// `API_KEYS` or `API_KEYS_FILE`.
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Both are empty: a relay must always have a key.
+    #[error("no API key left in KOBRA_RELAY_API_KEYS or KOBRA_RELAY_API_KEYS_FILE")]
+    Empty,
+}
+
 /// Where the key set comes from.
+#[derive(Clone, Default)]
 pub struct KeySource {
     /// `API_KEYS`.
     pub inline: Option<SecretString>,
@@ -32,56 +45,72 @@ pub struct KeySource {
 }
 
 impl KeySource {
-    /// Loads the key set now.
+    /// Reads both sources into one set, which may be empty.
     ///
     /// # Errors
-    /// A message naming the setting at fault.
-    pub fn load(&self) -> Result<ApiKeys, String> {
+    /// [`KeyLoadError::Setting`]: the file cannot be read, or a key
+    /// specification in either source is unusable.
+    pub fn read(&self) -> Result<ApiKeys, KeyLoadError> {
         let inline = self.inline.as_ref().map(|k| k.expose_secret());
-        let keys = load_api_keys(inline, self.file.as_deref())
-            .map_err(|(setting, reason)| format!("KOBRA_RELAY_{setting}: {reason}"))?;
+        read_specs(inline, self.file.as_deref())
+    }
+
+    /// Reads the key set, refusing an empty one.
+    ///
+    /// # Errors
+    /// See [`KeyLoadError`].
+    pub fn load(&self) -> Result<ApiKeys, KeyLoadError> {
+        let keys = self.read()?;
         if keys.is_empty() {
-            return Err(
-                "no API key left in KOBRA_RELAY_API_KEYS or KOBRA_RELAY_API_KEYS_FILE".into(),
-            );
+            return Err(KeyLoadError::Empty);
         }
         Ok(keys)
     }
-
-    fn file_stamp(&self) -> Option<(SystemTime, u64)> {
-        let meta = std::fs::metadata(self.file.as_ref()?).ok()?;
-        Some((meta.modified().ok()?, meta.len()))
-    }
 }
 
-/// Reloads `live` from `source` on SIGHUP and when the keys file changes,
-/// until `stop` is cancelled.
-pub async fn watch(source: KeySource, live: LiveKeys, stop: CancellationToken) {
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => Some(signal),
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP; keys reload only when the file changes");
-            None
-        }
-    };
-    let mut stamp = source.file_stamp();
-    let mut ticks = tokio::time::interval(FILE_CHECK_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let reason = tokio::select! {
-            Some(()) = async { hangups.as_mut()?.recv().await } => "SIGHUP",
-            _ = ticks.tick(), if source.file.is_some() => {
-                let now = source.file_stamp();
-                if now == stamp {
-                    continue;
-                }
-                stamp = now;
-                "API_KEYS_FILE changed"
-            }
-            () = stop.cancelled() => return,
-        };
-        reload(&source, &live, reason);
+/// The union of the inline specifications and the file's lines (blank lines
+/// and `#` comments skipped). An error names the source the bad
+/// specification came from.
+fn read_specs(inline: Option<&str>, file: Option<&Path>) -> Result<ApiKeys, KeyLoadError> {
+    let mut specs: Vec<String> = inline
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let inline_count = specs.len();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| KeyLoadError::Setting {
+            setting: "API_KEYS_FILE",
+            reason: format!("cannot read {}: {e}", path.display()),
+        })?;
+        specs.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
     }
+    ApiKeys::parse(specs.iter().map(String::as_str)).map_err(|e: KeySpecError| {
+        let label = match &e {
+            KeySpecError::BadLabel(l)
+            | KeySpecError::DuplicateLabel(l)
+            | KeySpecError::EmptyKey(l)
+            | KeySpecError::BadDigest(l) => l,
+        };
+        let in_inline = specs[..inline_count]
+            .iter()
+            .any(|s| s.starts_with(label.as_str()));
+        KeyLoadError::Setting {
+            setting: if in_inline {
+                "API_KEYS"
+            } else {
+                "API_KEYS_FILE"
+            },
+            reason: e.to_string(),
+        }
+    })
 }
 
 /// Replaces the live keys, or keeps them and logs why not.
@@ -95,6 +124,24 @@ pub fn reload(source: &KeySource, live: &LiveKeys, reason: &str) {
         Err(error) => {
             tracing::error!(reason, %error, "API keys not reloaded; the previous keys stay in force");
         }
+    }
+}
+
+/// The live keys and their source, for [`crate::reload::watch`].
+pub struct KeyReloader {
+    /// Where the keys are read from.
+    pub source: KeySource,
+    /// The set requests are checked against.
+    pub live: LiveKeys,
+}
+
+impl Reloadable for KeyReloader {
+    fn reload(&self, reason: &str) {
+        reload(&self.source, &self.live, reason);
+    }
+
+    fn watched_file(&self) -> Option<(&Path, &'static str)> {
+        Some((self.source.file.as_deref()?, "API_KEYS_FILE changed"))
     }
 }
 

@@ -21,6 +21,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod publisher;
+pub mod reload;
 pub mod shutdown;
 pub mod spool;
 pub mod startup;

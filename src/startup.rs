@@ -20,11 +20,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Durability, Settings};
 use crate::http::{self, HttpLimits, Listener};
-use crate::keys::{self, KeySource, LiveKeys};
+use crate::keys::{KeyReloader, KeySource, LiveKeys};
 use crate::metrics::Metrics;
 use crate::publisher::{Publisher, link, topology::Topology};
+use crate::reload::{self, Reloadable};
 use crate::spool::Spool;
-use crate::tls::{self, LiveTls, TlsFiles};
+use crate::tls::{self, LiveTls, TlsFiles, TlsReloader};
 
 /// How long in-flight HTTP requests get to finish at shutdown.
 const HTTP_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -109,16 +110,16 @@ impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let started = Instant::now();
         let metrics = Metrics::new();
-        let topology = Topology::from_settings(&settings);
+        let topology = Topology::from_settings(&settings.topology);
 
-        let (sink, recovered_up_to) = match settings.durability {
+        let (sink, recovered_up_to) = match settings.durability.mode {
             Durability::Spool | Durability::Replicated => {
-                let (spool, report) = Spool::open(&settings.spool_dir, settings.spool_max_bytes)
+                let (spool, report) = Spool::open(&settings.spool.dir, settings.spool.max_bytes)
                     .map_err(anyhow::Error::new)
                     .with_context(|| {
                         format!(
                             "KOBRA_RELAY_SPOOL_DIR={} cannot be used as the spool",
-                            settings.spool_dir.display()
+                            settings.spool.dir.display()
                         )
                     })?;
                 if report.pending > 0 || !report.damaged.is_empty() {
@@ -128,11 +129,11 @@ impl App {
                         "spool recovered; pending visits will be published (consumers may see some twice)"
                     );
                 }
-                metrics.spool_capacity(settings.spool_max_bytes);
-                let sink = if settings.durability == Durability::Replicated {
+                metrics.spool_capacity(settings.spool.max_bytes);
+                let sink = if settings.durability.mode == Durability::Replicated {
                     Sink::Replicated {
                         spool,
-                        deadline: settings.replicated_deadline,
+                        deadline: settings.durability.replicated_deadline,
                     }
                 } else {
                     Sink::Spool(spool)
@@ -142,26 +143,31 @@ impl App {
             Durability::Confirm => (Sink::Confirm, None),
         };
 
-        let tls = match &settings.tls {
+        let tls = match &settings.http.tls {
             Some(files) => Some(Arc::new(arc_swap::ArcSwap::from_pointee(tls::load(files)?))),
             None => None,
         };
-        let ingress = TcpListener::bind(settings.listen)
+        let ingress = TcpListener::bind(settings.http.listen)
             .await
-            .with_context(|| format!("KOBRA_RELAY_LISTEN={} cannot be bound", settings.listen))?;
-        let admin = TcpListener::bind(settings.admin_listen)
+            .with_context(|| {
+                format!(
+                    "KOBRA_RELAY_LISTEN={} cannot be bound",
+                    settings.http.listen
+                )
+            })?;
+        let admin = TcpListener::bind(settings.http.admin_listen)
             .await
             .with_context(|| {
                 format!(
                     "KOBRA_RELAY_ADMIN_LISTEN={} cannot be bound",
-                    settings.admin_listen
+                    settings.http.admin_listen
                 )
             })?;
 
         let link_stop = CancellationToken::new();
         let (link, link_task) = link::spawn(
-            settings.amqp_urls.clone(),
-            settings.amqp_ca.as_ref().map(|ca| ca.pem.clone()),
+            settings.broker.amqp_urls.clone(),
+            settings.broker.ca_pem().map(str::to_owned),
             topology.clone(),
             metrics.clone(),
             link_stop.clone(),
@@ -170,29 +176,29 @@ impl App {
             link,
             topology,
             metrics.clone(),
-            settings.publish_timeout,
+            settings.broker.publish_timeout,
         ));
 
         tracing::info!(
-            ingress = %ingress.local_addr()?, admin = %admin.local_addr()?, tls = settings.tls.is_some(),
-            durability = settings.durability.as_str(), prefix = %settings.topology_prefix,
-            keys = settings.api_keys.len(), build_ms = started.elapsed().as_millis() as u64,
+            ingress = %ingress.local_addr()?, admin = %admin.local_addr()?, tls = settings.http.tls.is_some(),
+            durability = settings.durability.mode.as_str(), prefix = %settings.topology.prefix,
+            keys = settings.keys.api_keys.len(), build_ms = started.elapsed().as_millis() as u64,
             "kobra-relay ready"
         );
         Ok(Self {
             state: AppState {
-                keys: Arc::new(arc_swap::ArcSwap::new(settings.api_keys.clone())),
+                keys: Arc::new(arc_swap::ArcSwap::new(settings.keys.api_keys.clone())),
                 metrics,
                 sink,
                 publisher,
-                max_body_bytes: settings.max_body_bytes,
+                max_body_bytes: settings.http.max_body_bytes,
                 limits: HttpLimits {
-                    header_read_timeout: settings.header_read_timeout,
-                    body_read_timeout: settings.body_read_timeout,
-                    max_connections: settings.max_connections,
-                    max_header_bytes: settings.max_header_bytes,
+                    header_read_timeout: settings.http.header_read_timeout,
+                    body_read_timeout: settings.http.body_read_timeout,
+                    max_connections: settings.http.max_connections,
+                    max_header_bytes: settings.http.max_header_bytes,
                 },
-                readiness_stall_timeout: settings.readiness_stall_timeout,
+                readiness_stall_timeout: settings.durability.readiness_stall_timeout,
                 shutting_down: Arc::new(AtomicBool::new(false)),
                 tls,
             },
@@ -202,11 +208,8 @@ impl App {
             link_stop,
             link_task,
             shutdown_grace: settings.shutdown_grace,
-            key_source: KeySource {
-                inline: settings.api_keys_inline.clone(),
-                file: settings.api_keys_file.clone(),
-            },
-            tls_files: settings.tls.clone(),
+            key_source: settings.keys.source.clone(),
+            tls_files: settings.http.tls.clone(),
         })
     }
 
@@ -246,14 +249,14 @@ impl App {
         let ingress_stop = CancellationToken::new();
         let admin_stop = CancellationToken::new();
         let drain_stop = CancellationToken::new();
+        let mut reloadable: Vec<Box<dyn Reloadable>> = vec![Box::new(KeyReloader {
+            source: key_source,
+            live: state.keys.clone(),
+        })];
         if let (Some(files), Some(live)) = (tls_files, state.tls.clone()) {
-            tokio::spawn(tls::watch(files, live, admin_stop.clone()));
+            reloadable.push(Box::new(TlsReloader { files, live }));
         }
-        tokio::spawn(keys::watch(
-            key_source,
-            state.keys.clone(),
-            admin_stop.clone(),
-        ));
+        tokio::spawn(reload::watch(reloadable, admin_stop.clone()));
 
         let drain_task = match state.sink.spool() {
             Some(spool) => {

@@ -1,6 +1,7 @@
 //! Optional TLS on the ingress: rustls (ring provider) with a certificate
 //! chain and key from PEM files, swapped on SIGHUP so a renewed certificate
-//! needs no restart. A reload that fails keeps the certificate in force.
+//! needs no restart (see [`crate::reload`]). A reload that fails keeps the
+//! certificate in force.
 
 use std::{
     path::{Path, PathBuf},
@@ -10,7 +11,8 @@ use std::{
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use tokio_util::sync::CancellationToken;
+
+use crate::reload::Reloadable;
 
 /// The server configuration new connections are handshaken with.
 pub type LiveTls = Arc<ArcSwap<ServerConfig>>;
@@ -85,27 +87,26 @@ pub fn load(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
-/// Reloads `live` from `files` on SIGHUP until `stop` is cancelled.
-pub async fn watch(files: TlsFiles, live: LiveTls, stop: CancellationToken) {
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP; the TLS certificate reloads only at restart");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            Some(()) = hangups.recv() => match load(&files) {
-                Ok(config) => {
-                    live.store(Arc::new(config));
-                    tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
-                }
-                Err(error) => {
-                    tracing::error!(%error, "TLS certificate not reloaded; the previous one stays in force");
-                }
-            },
-            () = stop.cancelled() => return,
+/// The live server configuration and its files, for
+/// [`crate::reload::watch`]: reloaded on SIGHUP only (a certificate and its
+/// key are renewed together, so a change of one file alone means little).
+pub struct TlsReloader {
+    /// `TLS_CERT_FILE` and `TLS_KEY_FILE`.
+    pub files: TlsFiles,
+    /// The configuration new connections are handshaken with.
+    pub live: LiveTls,
+}
+
+impl Reloadable for TlsReloader {
+    fn reload(&self, _reason: &str) {
+        match load(&self.files) {
+            Ok(config) => {
+                self.live.store(Arc::new(config));
+                tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
+            }
+            Err(error) => {
+                tracing::error!(%error, "TLS certificate not reloaded; the previous one stays in force");
+            }
         }
     }
 }

@@ -212,7 +212,7 @@ async fn broker(target: &Target) -> Connection {
 fn relay_topology(prefix: &str, queue_type: QueueType) -> Topology {
     let defaults = Settings::from_sources(None, [("KOBRA_RELAY_API_KEYS".into(), "bench".into())])
         .expect("the default settings load");
-    Topology::new(prefix, queue_type, true).with_archive(defaults.archive)
+    Topology::new(prefix, queue_type, true).with_archive(defaults.topology.archive)
 }
 
 async fn delete_topology(target: &Target, topology: &Topology) {

@@ -307,7 +307,7 @@ const CONFIRM_WINDOW: usize = 256;
 /// Replays the archive and prints a summary; Ctrl-C stops once the
 /// messages already sent are confirmed.
 pub fn run(args: &ReplayArgs, settings: &Settings) -> ExitCode {
-    let topology = Topology::from_settings(settings);
+    let topology = Topology::from_settings(&settings.topology);
     let plan = match plan(args, Timestamp::now()) {
         Ok(plan) => plan,
         Err(message) => return fail("replay", USAGE, message),
@@ -317,9 +317,9 @@ pub fn run(args: &ReplayArgs, settings: &Settings) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let ca = settings.amqp_ca.as_ref().map(|ca| ca.pem.as_str());
+        let ca = settings.broker.ca_pem();
         let (connection, shown) =
-            match link::open_first(&settings.amqp_urls, ca, "kobra-relay replay").await {
+            match link::open_first(&settings.broker.amqp_urls, ca, "kobra-relay replay").await {
                 Ok(opened) => opened,
                 Err(failures) => return fail("replay", FAILED, failures),
             };

@@ -53,7 +53,7 @@ pub fn run(args: &SendArgs, settings: &Settings) -> ExitCode {
     let url = args
         .url
         .clone()
-        .unwrap_or_else(|| default_url(settings.listen));
+        .unwrap_or_else(|| default_url(settings.http.listen));
     let uri: Uri = match url.parse() {
         Ok(uri) => uri,
         Err(e) => return fail("send", USAGE, format!("{url} is not a URL: {e}")),

@@ -43,7 +43,7 @@ pub fn run(args: &SpoolArgs, settings: &Settings) -> ExitCode {
         View::Stats => 0,
         View::Pending { limit, .. } => limit,
     };
-    let inspection = match spool::inspect(&settings.spool_dir, keep) {
+    let inspection = match spool::inspect(&settings.spool.dir, keep) {
         Ok(inspection) => inspection,
         Err(error) => {
             let reason = std::error::Error::source(&error)
@@ -70,7 +70,7 @@ pub fn run(args: &SpoolArgs, settings: &Settings) -> ExitCode {
 
 fn render_stats(settings: &Settings, inspection: &Inspection, now: Timestamp) -> String {
     let stats = &inspection.stats;
-    let mut out = format!("spool {}", settings.spool_dir.display());
+    let mut out = format!("spool {}", settings.spool.dir.display());
     if inspection.in_use {
         out.push_str(" (in use by a running relay: a snapshot)");
     }
@@ -79,7 +79,7 @@ fn render_stats(settings: &Settings, inspection: &Inspection, now: Timestamp) ->
     let _ = writeln!(
         out,
         "pending bytes     {} of {} (SPOOL_MAX_BYTES)",
-        stats.bytes, settings.spool_max_bytes
+        stats.bytes, settings.spool.max_bytes
     );
     match stats.oldest {
         Some(oldest) => {

@@ -93,7 +93,7 @@ fn source(args: &TailArgs, topology: &Topology) -> Result<Source, String> {
 
 /// Consumes until `--count` visits were shown or Ctrl-C.
 pub fn run(args: &TailArgs, settings: &Settings) -> ExitCode {
-    let topology = Topology::from_settings(settings);
+    let topology = Topology::from_settings(&settings.topology);
     let source = match source(args, &topology) {
         Ok(source) => source,
         Err(message) => return fail("tail", USAGE, message),
@@ -103,11 +103,12 @@ pub fn run(args: &TailArgs, settings: &Settings) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let ca = settings.amqp_ca.as_ref().map(|ca| ca.pem.as_str());
-        let connection = match link::open_first(&settings.amqp_urls, ca, "kobra-relay tail").await {
-            Ok((connection, _)) => connection,
-            Err(failures) => return fail("tail", FAILED, failures),
-        };
+        let ca = settings.broker.ca_pem();
+        let connection =
+            match link::open_first(&settings.broker.amqp_urls, ca, "kobra-relay tail").await {
+                Ok((connection, _)) => connection,
+                Err(failures) => return fail("tail", FAILED, failures),
+            };
         let outcome = tokio::select! {
             outcome = consume(&connection, &source, args) => outcome,
             _ = tokio::signal::ctrl_c() => Ok(()),

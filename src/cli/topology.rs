@@ -37,7 +37,7 @@ pub struct TopologyArgs {
 
 /// Prints or declares the topology of `settings`.
 pub fn run(args: &TopologyArgs, settings: &Settings) -> ExitCode {
-    let topology = Topology::from_settings(settings);
+    let topology = Topology::from_settings(&settings.topology);
     if args.declare {
         return declare(&topology, settings);
     }
@@ -105,10 +105,10 @@ fn declare(topology: &Topology, settings: &Settings) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let ca = settings.amqp_ca.as_ref().map(|ca| ca.pem.as_str());
+    let ca = settings.broker.ca_pem();
     runtime.block_on(async {
         let (connection, shown) =
-            match link::open_first(&settings.amqp_urls, ca, "kobra-relay topology").await {
+            match link::open_first(&settings.broker.amqp_urls, ca, "kobra-relay topology").await {
                 Ok(opened) => opened,
                 Err(failures) => return fail("topology", FAILED, failures),
             };
@@ -138,7 +138,7 @@ fn declare(topology: &Topology, settings: &Settings) -> ExitCode {
 mod tests {
     use super::*;
     use crate::config::QueueType;
-    use crate::publisher::topology::Retention;
+    use crate::config::Retention;
 
     #[test]
     fn the_text_form_lists_every_name_once() {

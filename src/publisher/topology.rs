@@ -4,9 +4,7 @@
 //! it and the tests compare it with the broker and with
 //! `deploy/rabbitmq/definitions.json`, all from one definition.
 
-use std::time::Duration;
-
-use crate::config::{QueueType, Settings};
+use crate::config::{QueueType, Retention, TopologySettings};
 use crate::visit::Product;
 
 /// Exchange types used by the relay.
@@ -96,31 +94,6 @@ impl QueueKind {
     }
 }
 
-/// How long and how much the archive stream keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Segments older than this are removed (`x-max-age`).
-    pub max_age: Duration,
-    /// The stream is trimmed to this size, oldest segments first
-    /// (`x-max-length-bytes`).
-    pub max_bytes: u64,
-}
-
-impl Retention {
-    /// `x-max-age` in the largest unit that states it exactly (`30D`,
-    /// `36h`, `90m`, `45s`): RabbitMQ reads `Y`, `M`, `D`, `h`, `m`, `s`.
-    pub fn max_age_argument(&self) -> String {
-        let seconds = self.max_age.as_secs();
-        let unit = [(86_400, 'D'), (3_600, 'h'), (60, 'm')]
-            .into_iter()
-            .find(|(size, _)| seconds.is_multiple_of(*size));
-        match unit {
-            Some((size, letter)) => format!("{}{letter}", seconds / size),
-            None => format!("{seconds}s"),
-        }
-    }
-}
-
 /// A queue binding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindingSpec {
@@ -153,9 +126,9 @@ impl Topology {
     }
 
     /// The topology `settings` describe, archive included when `ARCHIVE` is on.
-    pub fn from_settings(settings: &Settings) -> Self {
+    pub fn from_settings(settings: &TopologySettings) -> Self {
         Self::new(
-            &settings.topology_prefix,
+            &settings.prefix,
             settings.queue_type,
             settings.declare_queues,
         )
@@ -419,6 +392,7 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn names_follow_the_contract() {

@@ -101,7 +101,7 @@ fn the_relay_settings_load_and_reach_the_broker_with_its_credentials() {
     ));
     let loaded = Settings::from_sources(None, settings).expect("the relay accepts its settings");
     assert_eq!(
-        loaded.api_keys.labels().collect::<Vec<_>>(),
+        loaded.keys.api_keys.labels().collect::<Vec<_>>(),
         ["dev"],
         "a default key for a laptop"
     );

@@ -142,7 +142,7 @@ fn definitions() -> Value {
 fn the_definitions_file_is_the_topology_the_relay_declares() {
     let defaults = Settings::from_sources(None, [("KOBRA_RELAY_API_KEYS".into(), "k".into())])
         .expect("the defaults load");
-    let topology = Topology::from_settings(&defaults);
+    let topology = Topology::from_settings(&defaults.topology);
     assert!(topology.archive().is_some(), "the archive is on by default");
     assert_eq!(
         from_definitions(&definitions(), "kobra"),

@@ -13,8 +13,9 @@ use std::{
 };
 
 use kobra_relay::{
+    config::Retention,
     config::{QueueType, Settings},
-    publisher::topology::{Retention, Topology},
+    publisher::topology::Topology,
     startup::App,
 };
 use lapin::{

@@ -107,7 +107,7 @@ async fn a_changed_keys_file_is_picked_up_without_a_signal() {
     );
 
     std::fs::write(&keys, "b:second-key, longer\n").expect("keys file");
-    let deadline = Instant::now() + kobra_relay::keys::FILE_CHECK_INTERVAL * 3;
+    let deadline = Instant::now() + kobra_relay::reload::FILE_CHECK_INTERVAL * 3;
     while status_with_key(&app.http, &app.base, "second-key, longer").await != 202 {
         assert!(
             Instant::now() < deadline,

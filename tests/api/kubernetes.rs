@@ -140,7 +140,11 @@ fn the_config_map_and_the_example_secret_are_settings_the_relay_accepts() {
             .to_owned(),
     ));
     let settings = Settings::from_sources(None, env).expect("the relay accepts them");
-    assert_eq!(settings.amqp_urls.len(), 3, "one URL per cluster node");
+    assert_eq!(
+        settings.broker.amqp_urls.len(),
+        3,
+        "one URL per cluster node"
+    );
     // Stated, and off: a whole-cluster outage must not make every replica
     // unready while the spools can absorb it (docs/deployment.md).
     assert!(
@@ -149,9 +153,9 @@ fn the_config_map_and_the_example_secret_are_settings_the_relay_accepts() {
             .is_some(),
         "the config map states the readiness rule"
     );
-    assert_eq!(settings.readiness_stall_timeout, None);
+    assert_eq!(settings.durability.readiness_stall_timeout, None);
     assert_eq!(
-        settings.api_keys.labels().collect::<Vec<_>>(),
+        settings.keys.api_keys.labels().collect::<Vec<_>>(),
         ["kobra-2026"]
     );
 }
