@@ -17,11 +17,13 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod durability;
 pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod publisher;
 pub mod reload;
+pub mod routes;
 pub mod shutdown;
 pub mod spool;
 pub mod startup;

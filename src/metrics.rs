@@ -16,7 +16,7 @@ use crate::spool::SpoolStats;
 use crate::visit::{Product, RejectionReason, normalize::WARNING_FIELDS};
 
 /// The ingress route label.
-pub const ROUTE_FINISH_VISIT: &str = "/webhooks/finish-visit";
+pub const ROUTE_FINISH_VISIT: &str = crate::routes::FINISH_VISIT;
 /// The label for any other path.
 pub const ROUTE_OTHER: &str = "other";
 

@@ -7,10 +7,7 @@
 use std::{
     future::Future,
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -18,73 +15,20 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Durability, Settings};
-use crate::http::{self, HttpLimits, Listener};
-use crate::keys::{KeyReloader, KeySource, LiveKeys};
+use crate::config::{Durability, Settings, SpoolSettings};
+use crate::durability::Sink;
+use crate::http::{self, AppState, Listener};
+use crate::keys::{KeyReloader, KeySource};
 use crate::metrics::Metrics;
 use crate::publisher::{Publisher, link, topology::Topology};
 use crate::reload::{self, Reloadable};
 use crate::spool::Spool;
-use crate::tls::{self, LiveTls, TlsFiles, TlsReloader};
+use crate::tls::{self, TlsFiles, TlsReloader};
 
 /// How long in-flight HTTP requests get to finish at shutdown.
 const HTTP_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Where accepted requests go before the 202.
-#[derive(Clone)]
-pub enum Sink {
-    /// `DURABILITY=spool`: the local spool; a background task publishes.
-    Spool(Spool),
-    /// `DURABILITY=replicated`: the local spool, and the 202 waits up to
-    /// `deadline` for the background task's confirms.
-    Replicated {
-        /// The spool every request goes through.
-        spool: Spool,
-        /// `REPLICATED_DEADLINE`.
-        deadline: Duration,
-    },
-    /// `DURABILITY=confirm`: straight to the broker.
-    Confirm,
-}
-
-impl Sink {
-    /// The spool, in the modes that have one.
-    pub fn spool(&self) -> Option<&Spool> {
-        match self {
-            Self::Spool(spool) | Self::Replicated { spool, .. } => Some(spool),
-            Self::Confirm => None,
-        }
-    }
-}
-
-/// State shared by every request handler.
-#[derive(Clone)]
-pub struct AppState {
-    /// Configured API keys (swapped on rotation).
-    pub keys: LiveKeys,
-    /// Metrics registry.
-    pub metrics: Metrics,
-    /// Durability target.
-    pub sink: Sink,
-    /// Broker publisher.
-    pub publisher: Arc<Publisher>,
-    /// `MAX_BODY_BYTES`.
-    pub max_body_bytes: u64,
-    /// Connection limits and timeouts.
-    pub limits: HttpLimits,
-    /// TLS on the ingress, when configured.
-    pub tls: Option<LiveTls>,
-    /// `READINESS_STALL_TIMEOUT`, when set.
-    pub readiness_stall_timeout: Option<Duration>,
-    shutting_down: Arc<AtomicBool>,
-}
-
-impl AppState {
-    /// True once shutdown began: readiness fails and new requests get 503.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-}
+/// The admin listener's drain: probes and scrapes are short.
+const ADMIN_DRAIN_DEADLINE: Duration = Duration::from_secs(1);
 
 /// A built relay, ready to serve.
 pub struct App {
@@ -111,63 +55,22 @@ impl App {
         let started = Instant::now();
         let metrics = Metrics::new();
         let topology = Topology::from_settings(&settings.topology);
-
-        let (sink, recovered_up_to) = match settings.durability.mode {
+        let spool = match settings.durability.mode {
             Durability::Spool | Durability::Replicated => {
-                let (spool, report) = Spool::open(&settings.spool.dir, settings.spool.max_bytes)
-                    .map_err(anyhow::Error::new)
-                    .with_context(|| {
-                        format!(
-                            "KOBRA_RELAY_SPOOL_DIR={} cannot be used as the spool",
-                            settings.spool.dir.display()
-                        )
-                    })?;
-                if report.pending > 0 || !report.damaged.is_empty() {
-                    tracing::info!(
-                        pending = report.pending,
-                        damaged_regions = report.damaged.len(),
-                        "spool recovered; pending visits will be published (consumers may see some twice)"
-                    );
-                }
-                metrics.spool_capacity(settings.spool.max_bytes);
-                let sink = if settings.durability.mode == Durability::Replicated {
-                    Sink::Replicated {
-                        spool,
-                        deadline: settings.durability.replicated_deadline,
-                    }
-                } else {
-                    Sink::Spool(spool)
-                };
-                (sink, report.last_pending_seq)
+                Some(open_spool(&settings.spool, &metrics)?)
             }
-            Durability::Confirm => (Sink::Confirm, None),
+            Durability::Confirm => None,
         };
-
         let tls = match &settings.http.tls {
             Some(files) => Some(Arc::new(arc_swap::ArcSwap::from_pointee(tls::load(files)?))),
             None => None,
         };
-        let ingress = TcpListener::bind(settings.http.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "KOBRA_RELAY_LISTEN={} cannot be bound",
-                    settings.http.listen
-                )
-            })?;
-        let admin = TcpListener::bind(settings.http.admin_listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "KOBRA_RELAY_ADMIN_LISTEN={} cannot be bound",
-                    settings.http.admin_listen
-                )
-            })?;
+        let ingress = bind(settings.http.listen, "LISTEN").await?;
+        let admin = bind(settings.http.admin_listen, "ADMIN_LISTEN").await?;
 
         let link_stop = CancellationToken::new();
         let (link, link_task) = link::spawn(
-            settings.broker.amqp_urls.clone(),
-            settings.broker.ca_pem().map(str::to_owned),
+            settings.broker.clone(),
             topology.clone(),
             metrics.clone(),
             link_stop.clone(),
@@ -178,38 +81,42 @@ impl App {
             metrics.clone(),
             settings.broker.publish_timeout,
         ));
+        let recovered_up_to = spool.as_ref().and_then(|(_, up_to)| *up_to);
+        let sink = match (spool, settings.durability.mode) {
+            (Some((spool, _)), Durability::Replicated) => Sink::replicated(
+                spool,
+                settings.durability.replicated_deadline,
+                publisher.clone(),
+            ),
+            (Some((spool, _)), _) => Sink::spooled(spool, publisher.clone()),
+            (None, _) => Sink::confirmed(publisher.clone()),
+        };
 
         tracing::info!(
-            ingress = %ingress.local_addr()?, admin = %admin.local_addr()?, tls = settings.http.tls.is_some(),
+            ingress = %ingress.local_addr()?, admin = %admin.local_addr()?, tls = tls.is_some(),
             durability = settings.durability.mode.as_str(), prefix = %settings.topology.prefix,
             keys = settings.keys.api_keys.len(), build_ms = started.elapsed().as_millis() as u64,
             "kobra-relay ready"
         );
+        let state = AppState::new(
+            Arc::new(arc_swap::ArcSwap::new(settings.keys.api_keys.clone())),
+            metrics,
+            sink,
+            publisher,
+            settings.http.clone(),
+            tls,
+            settings.durability.readiness_stall_timeout,
+        );
         Ok(Self {
-            state: AppState {
-                keys: Arc::new(arc_swap::ArcSwap::new(settings.keys.api_keys.clone())),
-                metrics,
-                sink,
-                publisher,
-                max_body_bytes: settings.http.max_body_bytes,
-                limits: HttpLimits {
-                    header_read_timeout: settings.http.header_read_timeout,
-                    body_read_timeout: settings.http.body_read_timeout,
-                    max_connections: settings.http.max_connections,
-                    max_header_bytes: settings.http.max_header_bytes,
-                },
-                readiness_stall_timeout: settings.durability.readiness_stall_timeout,
-                shutting_down: Arc::new(AtomicBool::new(false)),
-                tls,
-            },
+            state,
             ingress,
             admin,
             recovered_up_to,
             link_stop,
             link_task,
             shutdown_grace: settings.shutdown_grace,
-            key_source: settings.keys.source.clone(),
-            tls_files: settings.http.tls.clone(),
+            key_source: settings.keys.source,
+            tls_files: settings.http.tls,
         })
     }
 
@@ -235,93 +142,113 @@ impl App {
     /// # Errors
     /// None today; the signature leaves room for fatal runtime errors.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self {
-            state,
-            ingress,
-            admin,
-            recovered_up_to,
-            link_stop,
-            link_task,
-            shutdown_grace,
-            key_source,
-            tls_files,
-        } = self;
         let ingress_stop = CancellationToken::new();
         let admin_stop = CancellationToken::new();
         let drain_stop = CancellationToken::new();
-        let mut reloadable: Vec<Box<dyn Reloadable>> = vec![Box::new(KeyReloader {
-            source: key_source,
-            live: state.keys.clone(),
-        })];
-        if let (Some(files), Some(live)) = (tls_files, state.tls.clone()) {
-            reloadable.push(Box::new(TlsReloader { files, live }));
-        }
-        tokio::spawn(reload::watch(reloadable, admin_stop.clone()));
-
-        let drain_task = match state.sink.spool() {
-            Some(spool) => {
-                tokio::spawn(
-                    state
-                        .publisher
-                        .clone()
-                        .watch_backlog(spool.clone(), drain_stop.clone()),
-                );
-                Some(tokio::spawn(state.publisher.clone().drain(
-                    spool.clone(),
-                    recovered_up_to,
-                    drain_stop.clone(),
-                )))
-            }
-            None => None,
-        };
+        let state = self.state.clone();
+        tokio::spawn(reload::watch(self.reloadable(), admin_stop.clone()));
+        let drain_task = state.sink.spool().map(|spool| {
+            let publisher = &state.publisher;
+            tokio::spawn(
+                publisher
+                    .clone()
+                    .watch_backlog(spool.clone(), drain_stop.clone()),
+            );
+            tokio::spawn(publisher.clone().drain(
+                spool.clone(),
+                self.recovered_up_to,
+                drain_stop.clone(),
+            ))
+        });
         let ingress_task = tokio::spawn(http::serve(
-            ingress,
+            self.ingress,
             Listener::Ingress,
             state.clone(),
             ingress_stop.clone(),
             HTTP_DRAIN_DEADLINE,
         ));
         let admin_task = tokio::spawn(http::serve(
-            admin,
+            self.admin,
             Listener::Admin,
             state.clone(),
             admin_stop.clone(),
-            Duration::from_secs(1),
+            ADMIN_DRAIN_DEADLINE,
         ));
 
         shutdown.await;
-        state.shutting_down.store(true, Ordering::Release);
+        state.begin_shutdown();
         ingress_stop.cancel();
         let _ = ingress_task.await;
-
         if let Some(spool) = state.sink.spool() {
             spool.close();
-            wait_for_drain(spool, &state, shutdown_grace).await;
+            wait_for_drain(spool, &state.publisher, self.shutdown_grace).await;
         }
         drain_stop.cancel();
         if let Some(task) = drain_task {
             let _ = task.await;
         }
-        link_stop.cancel();
-        let _ = link_task.await;
+        self.link_stop.cancel();
+        let _ = self.link_task.await;
         admin_stop.cancel();
         let _ = admin_task.await;
-        if let Some(spool) = state.sink.spool() {
-            let left = spool.stats().entries;
-            tracing::info!(left_in_spool = left, "kobra-relay stopped");
-        } else {
-            tracing::info!("kobra-relay stopped");
+        match state.sink.spool() {
+            Some(spool) => {
+                let left = spool.stats().entries;
+                tracing::info!(left_in_spool = left, "kobra-relay stopped");
+            }
+            None => tracing::info!("kobra-relay stopped"),
         }
         Ok(())
     }
+
+    /// What SIGHUP reloads: the keys (also when their file changes) and,
+    /// with TLS, the certificate.
+    fn reloadable(&self) -> Vec<Box<dyn Reloadable>> {
+        let mut reloadable: Vec<Box<dyn Reloadable>> = vec![Box::new(KeyReloader {
+            source: self.key_source.clone(),
+            live: self.state.keys.clone(),
+        })];
+        if let (Some(files), Some(live)) = (self.tls_files.clone(), self.state.tls.clone()) {
+            reloadable.push(Box::new(TlsReloader { files, live }));
+        }
+        reloadable
+    }
+}
+
+/// Opens the spool, recovering what a previous run left; also returns the
+/// highest sequence number recovered (entries up to it may be redeliveries).
+fn open_spool(settings: &SpoolSettings, metrics: &Metrics) -> anyhow::Result<(Spool, Option<u64>)> {
+    let (spool, report) = Spool::open(&settings.dir, settings.max_bytes)
+        .map_err(anyhow::Error::new)
+        .with_context(|| {
+            format!(
+                "KOBRA_RELAY_SPOOL_DIR={} cannot be used as the spool",
+                settings.dir.display()
+            )
+        })?;
+    if report.pending > 0 || !report.damaged.is_empty() {
+        tracing::info!(
+            pending = report.pending,
+            damaged_regions = report.damaged.len(),
+            "spool recovered; pending visits will be published (consumers may see some twice)"
+        );
+    }
+    metrics.spool_capacity(settings.max_bytes);
+    Ok((spool, report.last_pending_seq))
+}
+
+async fn bind(address: SocketAddr, setting: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("KOBRA_RELAY_{setting}={address} cannot be bound"))
 }
 
 /// Gives the publisher up to `grace` to empty the spool (only worth waiting
 /// for while the broker is connected).
-async fn wait_for_drain(spool: &Spool, state: &AppState, grace: Duration) {
+async fn wait_for_drain(spool: &Spool, publisher: &Publisher, grace: Duration) {
     let deadline = tokio::time::Instant::now() + grace;
     while spool.stats().entries > 0
-        && state.publisher.link().is_connected()
+        && publisher.link().is_connected()
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -109,7 +109,11 @@ fn default_url(listen: SocketAddr) -> String {
         ip if ip.is_ipv6() => format!("[{ip}]"),
         ip => ip.to_string(),
     };
-    format!("http://{host}:{}/webhooks/finish-visit", listen.port())
+    format!(
+        "http://{host}:{}{}",
+        listen.port(),
+        crate::routes::FINISH_VISIT
+    )
 }
 
 struct Answer {

@@ -3,20 +3,23 @@
 //! Checks run in the contract's order and the first failure answers: path
 //! (404), method (405), `api-key` (401; an unauthenticated body is never
 //! read), media type (415), declared size (413), durability available (503),
-//! body size while reading (413), JSON (400).
+//! body size while reading (413), JSON (400). Each refusal is an
+//! [`IngressError`]; `error.rs` turns it into the response.
 //!
 //! **Ack order.** A `202` is written only after the request is durable:
 //! in `spool` mode after the spool's group commit has fsynced it, in
 //! `confirm` mode after the broker confirmed both messages, in `replicated`
 //! mode after the fsync and then either the confirms of both messages
 //! (`"durableIn":"broker"`) or, when they do not come within
-//! `REPLICATED_DEADLINE`, the fsync alone (`"durableIn":"spool"`). A `400` for a
-//! body that is not a JSON object promises to keep the bytes on the rejected
-//! exchange, so it too is sent only after that copy is durable. Anything
-//! that fails before then answers `503` and nothing is kept half-written.
+//! `REPLICATED_DEADLINE`, the fsync alone (`"durableIn":"spool"`); see
+//! [`crate::durability`]. A `400` for a body that is not a JSON object
+//! promises to keep the bytes on the rejected exchange, so it too is sent
+//! only after that copy is durable. Anything that fails before then answers
+//! `503` and nothing is kept half-written.
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::{Request, StatusCode, body::Incoming, header};
 use jiff::Timestamp;
@@ -24,17 +27,11 @@ use serde::Serialize;
 use tracing::{Instrument, field::Empty};
 use uuid::Uuid;
 
-use super::{HttpResponse, response};
-use crate::auth::AuthError;
-use crate::metrics::{DurableIn, ROUTE_FINISH_VISIT, ROUTE_OTHER};
-use crate::spool::{Spool, SpoolError};
-use crate::startup::{AppState, Sink};
+use super::{AppState, HttpResponse, IngressError, response};
+use crate::auth::{AuthError, Authorized};
+use crate::durability::Unavailable;
+use crate::metrics::{ROUTE_FINISH_VISIT, ROUTE_OTHER};
 use crate::visit::{self, Envelope, Kind, Receipt};
-
-/// The route.
-pub const PATH: &str = "/webhooks/finish-visit";
-/// Seconds a client should wait before retrying a 503.
-const RETRY_AFTER_SECONDS: u32 = 5;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -66,23 +63,31 @@ fn with_request_id(mut response: HttpResponse, request_id: &str) -> HttpResponse
 
 /// Answers a path other than the route.
 pub fn not_found<B>(req: &Request<B>, state: &AppState) -> HttpResponse {
-    let started = Instant::now();
-    let request_id = caller_request_id(req).unwrap_or_else(|| Uuid::now_v7().to_string());
-    let response = response::error(StatusCode::NOT_FOUND, "not_found", None);
-    state
-        .metrics
-        .http_response(ROUTE_OTHER, 404, started.elapsed());
-    with_request_id(response, &request_id)
+    refuse(req, state, ROUTE_OTHER, IngressError::NotFound)
 }
 
 /// Answers a method other than POST on the route.
 pub fn method_not_allowed<B>(req: &Request<B>, state: &AppState) -> HttpResponse {
+    refuse(
+        req,
+        state,
+        ROUTE_FINISH_VISIT,
+        IngressError::MethodNotAllowed,
+    )
+}
+
+fn refuse<B>(
+    req: &Request<B>,
+    state: &AppState,
+    route: &'static str,
+    error: IngressError,
+) -> HttpResponse {
     let started = Instant::now();
     let request_id = caller_request_id(req).unwrap_or_else(|| Uuid::now_v7().to_string());
-    let response = response::method_not_allowed("POST");
+    let response = error.into_response();
     state
         .metrics
-        .http_response(ROUTE_FINISH_VISIT, 405, started.elapsed());
+        .http_response(route, response.status().as_u16(), started.elapsed());
     with_request_id(response, &request_id)
 }
 
@@ -102,7 +107,8 @@ pub async fn accept(req: Request<Incoming>, state: &AppState) -> HttpResponse {
     );
     let response = handle(req, state, receipt_id)
         .instrument(span.clone())
-        .await;
+        .await
+        .unwrap_or_else(IngressError::into_response);
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     state
@@ -122,73 +128,15 @@ pub async fn accept(req: Request<Incoming>, state: &AppState) -> HttpResponse {
     with_request_id(response, &request_id)
 }
 
-async fn handle(req: Request<Incoming>, state: &AppState, receipt_id: Uuid) -> HttpResponse {
+async fn handle(
+    req: Request<Incoming>,
+    state: &AppState,
+    receipt_id: Uuid,
+) -> Result<HttpResponse, IngressError> {
     let span = tracing::Span::current();
-    let presented = req.headers().get("api-key").map(|v| v.as_bytes());
-    let authorized = match state.keys.load().check(presented) {
-        Ok(authorized) => authorized,
-        Err(reason) => {
-            state.metrics.auth_failure(reason);
-            if reason == AuthError::Missing {
-                tracing::info!("request without an api-key header");
-            } else {
-                tracing::info!("request with an unknown api-key");
-            }
-            return response::error(StatusCode::UNAUTHORIZED, "unauthorized", None);
-        }
-    };
+    let authorized = authorize(&req, state)?;
     span.record("key_label", &*authorized.label);
-
-    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE)
-        && !is_json_media_type(content_type.as_bytes())
-    {
-        return response::error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            None,
-        );
-    }
-
-    let declared_len = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared_len.is_some_and(|len| len > state.max_body_bytes) {
-        return payload_too_large();
-    }
-
-    if let Some(refusal) = durability_unavailable(state, declared_len.unwrap_or(0)) {
-        return refusal;
-    }
-
-    let limit = usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX);
-    let body = match tokio::time::timeout(
-        state.limits.body_read_timeout,
-        Limited::new(req.into_body(), limit).collect(),
-    )
-    .await
-    {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-            return payload_too_large();
-        }
-        Ok(Err(error)) => {
-            tracing::info!(%error, "could not read the request body");
-            return response::error(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                Some("the request body could not be read"),
-            );
-        }
-        Err(_) => {
-            return response::error(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                Some("the request body was not received in time"),
-            );
-        }
-    };
+    let body = read_body(req, state).await?;
 
     let inspection = visit::inspect(&body);
     span.record("product", &*inspection.product.slug());
@@ -207,35 +155,77 @@ async fn handle(req: Request<Incoming>, state: &AppState, receipt_id: Uuid) -> H
     let envelope = Envelope::with_kind(receipt, body, inspection.kind);
     let message_id = envelope.message_id();
 
-    let durable_in = match make_durable(state, envelope).await {
-        Ok(durable_in) => durable_in,
-        Err(refusal) => return refusal,
-    };
-    match (inspection.kind, detail) {
-        (Kind::Rejected(reason), detail) => {
-            state.metrics.rejected(reason);
-            response::error(StatusCode::BAD_REQUEST, "invalid_json", detail.as_deref())
-        }
-        (Kind::Visit, _) => {
-            state.metrics.visit_received(inspection.product);
-            state.metrics.accepted(durable_in);
-            let receipt_id = receipt_id.to_string();
-            let replicated = matches!(state.sink, Sink::Replicated { .. });
-            response::json(
-                StatusCode::ACCEPTED,
-                &Accepted {
-                    status: "accepted",
-                    receipt_id: &receipt_id,
-                    message_id: &message_id,
-                    durable_in: replicated.then(|| durable_in.as_str()),
-                },
-            )
-        }
+    let durable_in = state.sink.make_durable(envelope).await?;
+    if let Kind::Rejected(reason) = inspection.kind {
+        state.metrics.rejected(reason);
+        return Err(IngressError::InvalidJson(detail));
     }
+    state.metrics.visit_received(inspection.product);
+    state.metrics.accepted(durable_in);
+    Ok(response::json(
+        StatusCode::ACCEPTED,
+        &Accepted {
+            status: "accepted",
+            receipt_id: &receipt_id.to_string(),
+            message_id: &message_id,
+            durable_in: state.sink.is_replicated().then(|| durable_in.as_str()),
+        },
+    ))
 }
 
-fn payload_too_large() -> HttpResponse {
-    response::error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
+/// The `api-key` check; a refusal is counted and logged by its reason.
+fn authorize<B>(req: &Request<B>, state: &AppState) -> Result<Authorized, IngressError> {
+    let presented = req.headers().get("api-key").map(|v| v.as_bytes());
+    state.keys.load().check(presented).map_err(|reason| {
+        state.metrics.auth_failure(reason);
+        if reason == AuthError::Missing {
+            tracing::info!("request without an api-key header");
+        } else {
+            tracing::info!("request with an unknown api-key");
+        }
+        IngressError::Unauthorized
+    })
+}
+
+/// Checks media type, declared size and room, then reads the whole body
+/// within `MAX_BODY_BYTES` and `BODY_READ_TIMEOUT`.
+async fn read_body(req: Request<Incoming>, state: &AppState) -> Result<Bytes, IngressError> {
+    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE)
+        && !is_json_media_type(content_type.as_bytes())
+    {
+        return Err(IngressError::UnsupportedMediaType);
+    }
+    let max_body_bytes = state.http.max_body_bytes;
+    let declared_len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_len.is_some_and(|len| len > max_body_bytes) {
+        return Err(IngressError::PayloadTooLarge);
+    }
+    if state.is_shutting_down() {
+        return Err(Unavailable::ShuttingDown.into());
+    }
+    state.sink.check_room(declared_len.unwrap_or(0))?;
+
+    let limit = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
+    let collected = tokio::time::timeout(
+        state.http.body_read_timeout,
+        Limited::new(req.into_body(), limit).collect(),
+    )
+    .await
+    .map_err(|_| IngressError::BodyTimeout)?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(IngressError::PayloadTooLarge)
+        }
+        Err(error) => {
+            tracing::info!(%error, "could not read the request body");
+            Err(IngressError::UnreadableBody)
+        }
+    }
 }
 
 /// `application/json`, any `*/json` or `*/*+json`, parameters allowed.
@@ -253,83 +243,6 @@ fn is_json_media_type(value: &[u8]) -> bool {
         Some((_, subtype)) => subtype == "json" || subtype.ends_with("+json"),
         None => false,
     }
-}
-
-/// Refuses early (before reading the body) when nothing could be made durable.
-fn durability_unavailable(state: &AppState, declared_len: u64) -> Option<HttpResponse> {
-    if state.is_shutting_down() {
-        return Some(response::unavailable(
-            "the relay is shutting down",
-            RETRY_AFTER_SECONDS,
-        ));
-    }
-    match &state.sink {
-        Sink::Spool(spool) | Sink::Replicated { spool, .. }
-            if !spool.has_room_for(declared_len) =>
-        {
-            Some(response::unavailable(
-                "the local spool is full (KOBRA_RELAY_SPOOL_MAX_BYTES); the broker is not draining it",
-                RETRY_AFTER_SECONDS,
-            ))
-        }
-        Sink::Confirm if !state.publisher.link().is_connected() => Some(response::unavailable(
-            "not connected to the broker (DURABILITY=confirm)",
-            RETRY_AFTER_SECONDS,
-        )),
-        _ => None,
-    }
-}
-
-/// Makes the envelope durable according to `DURABILITY` and says where it
-/// is durable now. Bodies that are not visits are kept in the spool and not
-/// waited for in `replicated` mode: their 400 promises only that they are kept.
-async fn make_durable(state: &AppState, envelope: Envelope) -> Result<DurableIn, HttpResponse> {
-    match &state.sink {
-        Sink::Spool(spool) => {
-            append(spool, envelope).await?;
-            Ok(DurableIn::Spool)
-        }
-        Sink::Replicated { spool, deadline } => {
-            // Registered before the append, so that no confirm can be missed.
-            let waiting = (envelope.kind == Kind::Visit)
-                .then(|| state.publisher.waiters().register(envelope.receipt.id));
-            append(spool, envelope).await?;
-            let Some(mut waiting) = waiting else {
-                return Ok(DurableIn::Spool);
-            };
-            match tokio::time::timeout(*deadline, waiting.confirmed()).await {
-                Ok(true) => Ok(DurableIn::Broker),
-                Ok(false) | Err(_) => Ok(DurableIn::Spool),
-            }
-        }
-        Sink::Confirm => match state.publisher.deliver(&envelope).await {
-            Ok(()) => Ok(DurableIn::Broker),
-            Err(error) => {
-                tracing::warn!(%error, "broker did not confirm (DURABILITY=confirm)");
-                Err(response::unavailable(
-                    &format!("the broker did not confirm the visit: {error}"),
-                    RETRY_AFTER_SECONDS,
-                ))
-            }
-        },
-    }
-}
-
-/// Appends to the spool; a failure is the 503 to answer.
-async fn append(spool: &Spool, envelope: Envelope) -> Result<(), HttpResponse> {
-    spool.append(envelope).await.map(drop).map_err(|error| {
-        let detail = match &error {
-            SpoolError::Full { .. } => {
-                "the local spool is full (KOBRA_RELAY_SPOOL_MAX_BYTES); the broker is not draining it"
-            }
-            SpoolError::Closed => "the relay is shutting down",
-            _ => "the local spool cannot be written (KOBRA_RELAY_SPOOL_DIR)",
-        };
-        if !matches!(error, SpoolError::Full { .. } | SpoolError::Closed) {
-            tracing::error!(error = %error, source = ?std::error::Error::source(&error), "spool append failed");
-        }
-        response::unavailable(detail, RETRY_AFTER_SECONDS)
-    })
 }
 
 #[cfg(test)]

@@ -3,8 +3,7 @@
 use hyper::StatusCode;
 use serde::Serialize;
 
-use super::{HttpResponse, response};
-use crate::startup::AppState;
+use super::{AppState, HttpResponse, response};
 
 /// `GET /healthz`: 200 while the process serves.
 pub fn live() -> HttpResponse {

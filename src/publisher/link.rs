@@ -35,7 +35,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::topology::{Argument, ExchangeType, QueueKind, Topology};
-use crate::config::mask_url;
+use crate::config::{BrokerSettings, mask_url};
 use crate::metrics::Metrics;
 
 /// How long one connection attempt (TCP, TLS, AMQP handshake) may take.
@@ -104,8 +104,7 @@ impl Link {
 /// Starts the connection task. It runs until `stop` is cancelled, then
 /// closes the channel and connection cleanly.
 pub fn spawn(
-    urls: Vec<SecretString>,
-    ca_pem: Option<String>,
+    broker: BrokerSettings,
     topology: Topology,
     metrics: Metrics,
     stop: CancellationToken,
@@ -116,7 +115,16 @@ pub fn spawn(
         reset: Arc::new(Notify::new()),
         blocked: Arc::new(AtomicBool::new(false)),
     };
-    let task = tokio::spawn(run(urls, ca_pem, topology, metrics, stop, tx, link.clone()));
+    let ca_pem = broker.ca_pem().map(str::to_owned);
+    let task = tokio::spawn(run(
+        broker.amqp_urls,
+        ca_pem,
+        topology,
+        metrics,
+        stop,
+        tx,
+        link.clone(),
+    ));
     (link, task)
 }
 
