@@ -17,12 +17,20 @@
 //!   (a torn tail after a crash, or corruption), logs what it skipped, and
 //!   starts a fresh segment, so nothing is ever appended after damage.
 //!
-//! This module is the only one that touches the disk.
+//! - `writer`: the group-commit thread; `recovery`: the scan at open;
+//!   `segment`: segment files; `record`: the record format; `inspect`: the
+//!   read-only view of `kobra-relay spool`.
+//!
+//! The relay's visits touch the disk only here.
 
+mod inspect;
 pub mod record;
+mod recovery;
+mod segment;
+mod writer;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     fs::{self, File, OpenOptions},
     io::{self, Write},
     os::unix::fs::FileExt,
@@ -36,16 +44,12 @@ use std::{
 use jiff::Timestamp;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::visit::Envelope;
+pub use inspect::{Inspection, inspect};
+use recovery::recover;
+use segment::{acks_path, create_segment, delete_segment};
+use writer::{WriteRequest, Writer, WriterHandle};
 
-/// A new segment is started once the active one reaches this size.
-const SEGMENT_TARGET_BYTES: u64 = 16 << 20;
-/// Bodies of recent appends kept in memory, so the publisher rarely reads
-/// disk while it keeps up; a backlog beyond it is read back from the segments.
-const CACHE_MAX_BYTES: u64 = 8 << 20;
-/// Upper bound of one group commit.
-const MAX_BATCH_RECORDS: usize = 4096;
-const MAX_BATCH_BYTES: usize = 16 << 20;
+use crate::visit::Envelope;
 
 /// What can go wrong with the spool.
 #[derive(Debug, thiserror::Error)]
@@ -173,34 +177,11 @@ struct Shared {
     _lock: File,
 }
 
-struct WriteRequest {
-    envelope: Envelope,
-    len: u64,
-    done: oneshot::Sender<Result<u64, SpoolError>>,
-}
-
 /// Handle to the spool; cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
     shared: Arc<Shared>,
     writer: Arc<WriterHandle>,
-}
-
-/// Owns the writer thread: when the last [`Spool`] clone goes, the thread
-/// finishes its batch and is joined, so the directory lock is released
-/// before the drop returns (a restart in the same process can reopen it).
-struct WriterHandle {
-    requests: Option<mpsc::UnboundedSender<WriteRequest>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for WriterHandle {
-    fn drop(&mut self) {
-        self.requests.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 impl Spool {
@@ -448,22 +429,7 @@ impl Spool {
         }
         drop(state);
         for id in drained {
-            self.delete_segment(id);
-        }
-    }
-
-    fn delete_segment(&self, id: u64) {
-        for path in [
-            segment_path(&self.shared.dir, id),
-            acks_path(&self.shared.dir, id),
-        ] {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, path = %path.display(), "could not delete a drained spool segment")
-                }
-            }
+            delete_segment(&self.shared.dir, id);
         }
     }
 
@@ -500,391 +466,6 @@ impl Spool {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-struct Writer {
-    shared: Arc<Shared>,
-    file: File,
-    segment: u64,
-    segment_len: u64,
-    next_seq: u64,
-}
-
-impl Writer {
-    fn run(mut self, mut requests: mpsc::UnboundedReceiver<WriteRequest>) {
-        let mut buf = Vec::with_capacity(1 << 20);
-        let mut batch = Vec::with_capacity(256);
-        while let Some(first) = requests.blocking_recv() {
-            let mut bytes = first.len as usize;
-            batch.push(first);
-            while batch.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
-                match requests.try_recv() {
-                    Ok(next) => {
-                        bytes += next.len as usize;
-                        batch.push(next);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.commit(&mut batch, &mut buf);
-        }
-    }
-
-    /// Writes and fsyncs one batch, then publishes it to the index and
-    /// answers every waiting append.
-    fn commit(&mut self, batch: &mut Vec<WriteRequest>, buf: &mut Vec<u8>) {
-        buf.clear();
-        if self.segment_len >= SEGMENT_TARGET_BYTES
-            && let Err(e) = self.rotate()
-        {
-            self.fail(batch, e);
-            return;
-        }
-        let first_seq = self.next_seq;
-        let mut offsets = Vec::with_capacity(batch.len());
-        for (i, request) in batch.iter().enumerate() {
-            offsets.push(self.segment_len + buf.len() as u64);
-            record::encode(first_seq + i as u64, &request.envelope, buf);
-        }
-        let path = segment_path(&self.shared.dir, self.segment);
-        let written = self
-            .file
-            .write_all(buf)
-            .and_then(|()| self.file.sync_data());
-        if let Err(source) = written {
-            // The segment may now end in a partial record: continue in a new
-            // one so good records never follow damage in the same file.
-            let _ = self.rotate();
-            self.fail(batch, SpoolError::Io { path, source });
-            return;
-        }
-        self.shared.commits.fetch_add(1, Ordering::Relaxed);
-        self.segment_len += buf.len() as u64;
-        self.next_seq += batch.len() as u64;
-
-        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut done = Vec::with_capacity(batch.len());
-        for (i, request) in batch.drain(..).enumerate() {
-            let seq = first_seq + i as u64;
-            let cache = state.cached_bytes + request.len <= CACHE_MAX_BYTES;
-            let received_at = request.envelope.receipt.received_at;
-            let cached = cache.then(|| Arc::new(request.envelope));
-            if cache {
-                state.cached_bytes += request.len;
-            }
-            state.entries.insert(
-                seq,
-                EntryMeta {
-                    segment: self.segment,
-                    offset: offsets[i],
-                    len: request.len,
-                    received_at,
-                    cached,
-                },
-            );
-            state.live_bytes += request.len;
-            self.shared
-                .reserved
-                .fetch_sub(request.len, Ordering::AcqRel);
-            if let Some(segment) = state.segments.get_mut(&self.segment) {
-                segment.live += 1;
-            }
-            done.push((request.done, seq));
-        }
-        drop(state);
-        self.shared.appended.notify_one();
-        for (tx, seq) in done {
-            let _ = tx.send(Ok(seq));
-        }
-    }
-
-    fn fail(&self, batch: &mut Vec<WriteRequest>, error: SpoolError) {
-        tracing::error!(error = %error, source = ?std::error::Error::source(&error), "spool write failed; requests answered 503");
-        for request in batch.drain(..) {
-            self.shared
-                .reserved
-                .fetch_sub(request.len, Ordering::AcqRel);
-            let copy = SpoolError::Io {
-                path: self.shared.dir.clone(),
-                source: io::Error::other(error.to_string()),
-            };
-            let _ = request.done.send(Err(copy));
-        }
-    }
-
-    fn rotate(&mut self) -> Result<(), SpoolError> {
-        let next = self.segment + 1;
-        let file = create_segment(&self.shared.dir, next)?;
-        let handle = Arc::new(file.try_clone().map_err(SpoolError::io(&self.shared.dir))?);
-        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = self.segment;
-        state.segments.insert(
-            next,
-            Segment {
-                file: handle,
-                acks: None,
-                live: 0,
-            },
-        );
-        state.active_segment = next;
-        let drained = state.segments.get(&previous).is_some_and(|s| s.live == 0);
-        if drained {
-            state.segments.remove(&previous);
-        }
-        drop(state);
-        if drained {
-            for path in [
-                segment_path(&self.shared.dir, previous),
-                acks_path(&self.shared.dir, previous),
-            ] {
-                let _ = fs::remove_file(path);
-            }
-        }
-        self.file = file;
-        self.segment = next;
-        self.segment_len = 0;
-        Ok(())
-    }
-}
-
-fn segment_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:020}.log"))
-}
-
-fn acks_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:020}.acks"))
-}
-
-/// Ids of the segment files in `dir`, oldest first.
-fn segment_ids(dir: &Path) -> Result<Vec<u64>, SpoolError> {
-    let mut ids: Vec<u64> = fs::read_dir(dir)
-        .map_err(SpoolError::io(dir))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
-        .collect();
-    ids.sort_unstable();
-    Ok(ids)
-}
-
-/// Creates a segment file and makes its directory entry durable.
-fn create_segment(dir: &Path, id: u64) -> Result<File, SpoolError> {
-    let path = segment_path(dir, id);
-    let file = OpenOptions::new()
-        .create_new(true)
-        .read(true)
-        .append(true)
-        .open(&path)
-        .map_err(SpoolError::io(&path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(SpoolError::io(dir))?;
-    Ok(file)
-}
-
-/// Reads every segment: pending entries into the index, confirmed ones
-/// skipped, damaged regions logged and skipped. Also returns the next
-/// sequence number and segment id to use.
-fn recover(dir: &Path) -> Result<(State, RecoveryReport, u64, u64), SpoolError> {
-    let ids = segment_ids(dir)?;
-    let next_segment = ids.last().map_or(1, |id| id + 1);
-    let mut max_seq = 0;
-
-    let mut state = State {
-        entries: BTreeMap::new(),
-        segments: BTreeMap::new(),
-        active_segment: 0,
-        live_bytes: 0,
-        cached_bytes: 0,
-    };
-    let mut report = RecoveryReport::default();
-    for id in ids {
-        let path = segment_path(dir, id);
-        let bytes = fs::read(&path).map_err(SpoolError::io(&path))?;
-        let acked = read_acks(&acks_path(dir, id));
-        let mut live = 0;
-        let scan = scan_segment(&path, &bytes, &acked, |seq, offset, len, envelope| {
-            state.entries.insert(
-                seq,
-                EntryMeta {
-                    segment: id,
-                    offset,
-                    len,
-                    received_at: envelope.receipt.received_at,
-                    cached: None,
-                },
-            );
-            state.live_bytes += len;
-            live += 1;
-        });
-        max_seq = max_seq.max(scan.max_seq);
-        report.acknowledged += scan.acknowledged;
-        report.damaged.extend(scan.damaged);
-        if live == 0 {
-            let _ = fs::remove_file(&path);
-            let _ = fs::remove_file(acks_path(dir, id));
-            continue;
-        }
-        let file = File::open(&path).map_err(SpoolError::io(&path))?;
-        let acks = OpenOptions::new()
-            .append(true)
-            .open(acks_path(dir, id))
-            .ok();
-        state.segments.insert(
-            id,
-            Segment {
-                file: Arc::new(file),
-                acks,
-                live,
-            },
-        );
-    }
-    report.pending = state.entries.len() as u64;
-    report.last_pending_seq = state.entries.keys().next_back().copied();
-    Ok((state, report, max_seq + 1, next_segment))
-}
-
-/// What one pass over a segment found besides its pending entries.
-struct SegmentScan {
-    max_seq: u64,
-    acknowledged: u64,
-    damaged: Vec<(PathBuf, u64, u64)>,
-}
-
-/// Decodes every record of a segment, calls `pending(seq, offset, len,
-/// envelope)` for each one not in `acked`, and logs and skips damage.
-fn scan_segment(
-    path: &Path,
-    bytes: &[u8],
-    acked: &HashSet<u64>,
-    mut pending: impl FnMut(u64, u64, u64, Envelope),
-) -> SegmentScan {
-    let mut scan = SegmentScan {
-        max_seq: 0,
-        acknowledged: 0,
-        damaged: Vec::new(),
-    };
-    let mut pos = 0usize;
-    while pos < bytes.len() {
-        match record::decode(&bytes[pos..]) {
-            Ok((seq, envelope, len)) => {
-                scan.max_seq = scan.max_seq.max(seq);
-                if acked.contains(&seq) {
-                    scan.acknowledged += 1;
-                } else {
-                    pending(seq, pos as u64, len as u64, envelope);
-                }
-                pos += len;
-            }
-            Err(error) => {
-                let next = find_next_record(bytes, pos + 1);
-                let skipped = (next - pos) as u64;
-                tracing::warn!(
-                    segment = %path.display(), offset = pos, skipped_bytes = skipped, %error,
-                    "spool: skipping a damaged or torn record (a crash during a write leaves one; that request was never acknowledged)"
-                );
-                scan.damaged.push((path.to_owned(), pos as u64, skipped));
-                pos = next;
-            }
-        }
-    }
-    scan
-}
-
-/// What `kobra-relay spool` shows: a read-only snapshot of a spool
-/// directory, taken without its lock and without changing any file.
-#[derive(Debug, Default)]
-pub struct Inspection {
-    /// Whether a running relay holds the directory (the snapshot may then
-    /// end in a record still being written, reported as damage).
-    pub in_use: bool,
-    /// Segment files present.
-    pub segments: u64,
-    /// Pending entries and their encoded bytes, as `/readyz` counts them.
-    pub stats: SpoolStats,
-    /// Entries confirmed but still in their segment.
-    pub acknowledged: u64,
-    /// Damaged regions: (segment file, byte offset, bytes skipped).
-    pub damaged: Vec<(PathBuf, u64, u64)>,
-    /// The oldest pending entries, up to the `keep` asked for, with their
-    /// sequence numbers.
-    pub oldest: Vec<(u64, Envelope)>,
-}
-
-/// Reads the spool in `dir` without opening it: no lock is taken, nothing
-/// is written, and a relay may be running on it meanwhile.
-///
-/// # Errors
-/// The directory or a segment cannot be read.
-pub fn inspect(dir: &Path, keep: usize) -> Result<Inspection, SpoolError> {
-    let ids = segment_ids(dir)?;
-    let mut inspection = Inspection {
-        in_use: held_by_another_process(&dir.join("LOCK")),
-        segments: ids.len() as u64,
-        ..Inspection::default()
-    };
-    for id in ids {
-        let path = segment_path(dir, id);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            // Removed by a running relay since the listing: nothing pending.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(SpoolError::Io { path, source }),
-        };
-        let acked = read_acks(&acks_path(dir, id));
-        let stats = &mut inspection.stats;
-        let oldest = &mut inspection.oldest;
-        let scan = scan_segment(&path, &bytes, &acked, |seq, _, len, envelope| {
-            stats.entries += 1;
-            stats.bytes += len;
-            let at = envelope.receipt.received_at;
-            stats.oldest = Some(stats.oldest.map_or(at, |o| o.min(at)));
-            if oldest.len() < keep {
-                oldest.push((seq, envelope));
-            }
-        });
-        inspection.acknowledged += scan.acknowledged;
-        inspection.damaged.extend(scan.damaged);
-    }
-    Ok(inspection)
-}
-
-fn held_by_another_process(lock_path: &Path) -> bool {
-    let Ok(file) = File::open(lock_path) else {
-        return false;
-    };
-    matches!(file.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
-}
-
-/// The offset of the next decodable record at or after `from`, or the end.
-fn find_next_record(bytes: &[u8], from: usize) -> usize {
-    let mut pos = from;
-    while pos + record::HEADER_LEN <= bytes.len() {
-        match bytes[pos..].windows(4).position(|w| w == record::MAGIC) {
-            None => break,
-            Some(offset) => {
-                let candidate = pos + offset;
-                if record::decode(&bytes[candidate..]).is_ok() {
-                    return candidate;
-                }
-                pos = candidate + 1;
-            }
-        }
-    }
-    bytes.len()
-}
-
-fn read_acks(path: &Path) -> HashSet<u64> {
-    let Ok(bytes) = fs::read(path) else {
-        return HashSet::new();
-    };
-    bytes
-        .chunks_exact(8)
-        .map(|c| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            u64::from_le_bytes(b)
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
+use super::segment::segment_path;
 use super::*;
 use crate::visit::{Kind, Receipt};
 use bytes::Bytes;
