@@ -30,7 +30,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use kobra_relay::{
     config::{QueueType, Settings},
-    publisher::{link::declare, message, topology::Topology},
+    publisher::{declare, message, topology::Topology},
     spool::record,
     visit::{self, Envelope, Product, Receipt},
 };

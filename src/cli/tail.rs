@@ -17,13 +17,13 @@ use lapin::{
         BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions,
         QueueDeclareOptions,
     },
-    types::{AMQPValue, FieldTable},
+    types::FieldTable,
 };
 use serde_json::Value;
 
 use super::{FAILED, USAGE, fail};
 use crate::config::Settings;
-use crate::publisher::{link, topology::Topology};
+use crate::publisher::{connect, headers, topology::Topology};
 use crate::visit::Product;
 
 /// Arguments of `tail`.
@@ -103,12 +103,10 @@ pub fn run(args: &TailArgs, settings: &Settings) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let ca = settings.broker.ca_pem();
-        let connection =
-            match link::open_first(&settings.broker.amqp_urls, ca, "kobra-relay tail").await {
-                Ok((connection, _)) => connection,
-                Err(failures) => return fail("tail", FAILED, failures),
-            };
+        let connection = match connect::open_first(&settings.broker, "kobra-relay tail").await {
+            Ok((connection, _)) => connection,
+            Err(failures) => return fail("tail", FAILED, failures),
+        };
         let outcome = tokio::select! {
             outcome = consume(&connection, &source, args) => outcome,
             _ = tokio::signal::ctrl_c() => Ok(()),
@@ -213,27 +211,16 @@ fn render(delivery: &Delivery, compact: bool) -> String {
             None => String::from_utf8_lossy(&delivery.data).into_owned(),
         };
     }
-    let header = |name: &str| {
-        delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get(name))
-            .and_then(|v| match v {
-                AMQPValue::LongString(s) => Some(s.to_string()),
-                AMQPValue::ShortString(s) => Some(s.to_string()),
-                _ => None,
-            })
-    };
+    let header = |name: &str| headers::text(&delivery.properties, name);
     let mut summary = format!(
         "── {} {}",
-        header("x-received-at").unwrap_or_default(),
-        header("x-product").unwrap_or_else(|| "?".into()),
+        header(headers::RECEIVED_AT).unwrap_or_default(),
+        header(headers::PRODUCT).unwrap_or_else(|| "?".into()),
     );
     for (label, name) in [
-        ("visit", "x-visit-id"),
-        ("agent", "x-agent-id"),
-        ("key", "x-api-key-label"),
+        ("visit", headers::VISIT_ID),
+        ("agent", headers::AGENT_ID),
+        ("key", headers::API_KEY_LABEL),
     ] {
         if let Some(value) = header(name) {
             summary.push_str(&format!("  {label} {value}"));

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use super::{FAILED, fail};
 use crate::config::Settings;
 use crate::publisher::{
-    link,
+    self, connect,
     topology::{QueueKind, Topology},
 };
 
@@ -105,16 +105,15 @@ fn declare(topology: &Topology, settings: &Settings) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let ca = settings.broker.ca_pem();
     runtime.block_on(async {
         let (connection, shown) =
-            match link::open_first(&settings.broker.amqp_urls, ca, "kobra-relay topology").await {
+            match connect::open_first(&settings.broker, "kobra-relay topology").await {
                 Ok(opened) => opened,
                 Err(failures) => return fail("topology", FAILED, failures),
             };
         let declared = tokio::time::timeout(DECLARE_TIMEOUT, async {
             let channel = connection.create_channel().await?;
-            link::declare(&connection, &channel, topology).await
+            publisher::declare(&connection, &channel, topology).await
         })
         .await;
         let _ = connection.close(200, "declared".into()).await;

@@ -1,5 +1,6 @@
-//! The broker connection: connect (URLs in failover order), declare the
-//! topology, enable confirms, watch for loss, reconnect with backoff.
+//! The relay's broker link: connect (URLs in failover order, see
+//! `connect`), watch for loss, reconnect with backoff, and share the
+//! current confirm channel as a [`Session`].
 //!
 //! Recovery is ours rather than lapin's automatic recovery: on any connection
 //! or channel error the whole connection is dropped and rebuilt, the topology
@@ -22,24 +23,15 @@ use std::{
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
-use lapin::{
-    Channel, Connection, ConnectionProperties, Event, ExchangeKind,
-    options::{
-        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    },
-    tcp::OwnedTLSConfig,
-    types::{AMQPValue, FieldTable, LongString},
-};
+use lapin::{Channel, Connection, Event};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::topology::{Argument, ExchangeType, QueueKind, Topology};
+use super::connect::connect_any;
+use super::topology::Topology;
 use crate::config::{BrokerSettings, mask_url};
 use crate::metrics::Metrics;
-
-/// How long one connection attempt (TCP, TLS, AMQP handshake) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One established connection's confirm channel.
 #[derive(Clone)]
@@ -236,187 +228,4 @@ async fn close(connection: &Connection, channel: &Channel) {
     {
         tracing::debug!("broker did not answer the close in time");
     }
-}
-
-/// Tries each URL in order, starting at `first` and wrapping around;
-/// returns the first that connects and sets up, with its index.
-async fn connect_any(
-    urls: &[SecretString],
-    first: usize,
-    ca_pem: Option<&str>,
-    topology: &Topology,
-) -> Option<(Connection, Channel, usize)> {
-    for index in (0..urls.len()).map(|i| (first + i) % urls.len()) {
-        let url = &urls[index];
-        let shown = mask_url(url.expose_secret());
-        let attempt = connect(url.expose_secret(), ca_pem, topology);
-        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-            Ok(Ok((connection, channel))) => return Some((connection, channel, index)),
-            Ok(Err(error)) => tracing::warn!(url = %shown, %error, "broker connection failed"),
-            Err(_) => tracing::warn!(url = %shown, "broker connection timed out"),
-        }
-    }
-    None
-}
-
-/// Opens one AMQP connection named `name` (shown in the management UI);
-/// for `amqps://`, `ca_pem` adds trusted CA certificates to the system's.
-///
-/// # Errors
-/// TCP, TLS or the AMQP handshake failed.
-pub async fn open(url: &str, ca_pem: Option<&str>, name: &str) -> lapin::Result<Connection> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name(LongString::from(name.as_bytes().to_vec()));
-    let tls = OwnedTLSConfig {
-        identity: None,
-        cert_chain: ca_pem.map(str::to_owned),
-    };
-    Connection::connect_with_config(url, properties, tls, lapin::runtime::default_runtime()?).await
-}
-
-/// Opens a connection to the first of `urls` that answers, for the
-/// operator tools: the connection and its URL (password masked), or every
-/// URL's failure.
-///
-/// # Errors
-/// No URL connected within the connect timeout.
-pub async fn open_first(
-    urls: &[SecretString],
-    ca_pem: Option<&str>,
-    name: &str,
-) -> Result<(Connection, String), String> {
-    let mut failures = Vec::new();
-    for url in urls {
-        let shown = mask_url(url.expose_secret());
-        match tokio::time::timeout(CONNECT_TIMEOUT, open(url.expose_secret(), ca_pem, name)).await {
-            Ok(Ok(connection)) => return Ok((connection, shown)),
-            Ok(Err(error)) => failures.push(format!("{shown}: {error}")),
-            Err(_) => failures.push(format!("{shown}: timed out")),
-        }
-    }
-    Err(failures.join("; "))
-}
-
-async fn connect(
-    url: &str,
-    ca_pem: Option<&str>,
-    topology: &Topology,
-) -> lapin::Result<(Connection, Channel)> {
-    let connection = open(url, ca_pem, "kobra-relay").await?;
-    let setup = async {
-        let channel = connection.create_channel().await?;
-        declare(&connection, &channel, topology).await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok::<_, lapin::Error>(channel)
-    };
-    match setup.await {
-        Ok(channel) => Ok((connection, channel)),
-        Err(error) => {
-            let _ = connection.close(200, "setup failed".into()).await;
-            Err(error)
-        }
-    }
-}
-
-/// Declares the topology. Idempotent: re-declaring with the same arguments
-/// is a no-op on the broker; different arguments fail loudly, which is what
-/// an operator wants to hear about.
-///
-/// # Errors
-/// The broker refused a declaration (for instance, an existing queue with
-/// another type).
-pub async fn declare(
-    connection: &Connection,
-    channel: &Channel,
-    topology: &Topology,
-) -> lapin::Result<()> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    for exchange in topology.exchanges() {
-        let mut arguments = FieldTable::default();
-        if let Some(ae) = &exchange.alternate_exchange {
-            arguments.insert("alternate-exchange".into(), long_string(ae));
-        }
-        let kind = match exchange.kind {
-            ExchangeType::Topic => ExchangeKind::Topic,
-            ExchangeType::Fanout => ExchangeKind::Fanout,
-        };
-        channel
-            .exchange_declare(exchange.name.as_str().into(), kind, durable, arguments)
-            .await?;
-    }
-    for queue in topology.queues() {
-        // A stream's retention is fixed when it is created; redeclaring it
-        // after ARCHIVE_MAX_AGE changed would fail and stop all delivery
-        // for the sake of the archive. An existing archive is kept as is.
-        if matches!(queue.kind, QueueKind::Stream(_)) && exists(connection, &queue.name).await {
-            continue;
-        }
-        let mut arguments = FieldTable::default();
-        for (name, value) in queue.arguments() {
-            let value = match value {
-                Argument::Text(text) => long_string(&text),
-                Argument::Integer(n) => {
-                    AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX))
-                }
-            };
-            arguments.insert(name.into(), value);
-        }
-        let options = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        channel
-            .queue_declare(queue.name.as_str().into(), options, arguments)
-            .await?;
-    }
-    for binding in topology.bindings() {
-        channel
-            .queue_bind(
-                binding.queue.as_str().into(),
-                binding.exchange.as_str().into(),
-                binding.routing_key.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-    }
-    Ok(())
-}
-
-/// Asks the broker whether `queue` exists (a passive declaration).
-///
-/// # Errors
-/// It does not (`NOT_FOUND`, and the broker closes `channel`), or the
-/// connection failed.
-pub async fn check_queue(channel: &Channel, queue: &str) -> lapin::Result<()> {
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    channel
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-        .map(|_| ())
-}
-
-/// Whether `queue` exists, asked on a channel of its own: the broker closes
-/// the channel of a passive declaration that fails.
-async fn exists(connection: &Connection, queue: &str) -> bool {
-    let Ok(channel) = connection.create_channel().await else {
-        return false;
-    };
-    let found = check_queue(&channel, queue).await.is_ok();
-    if found {
-        let _ = channel.close(200, "checked".into()).await;
-    }
-    found
-}
-
-fn long_string(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
 }

@@ -10,6 +10,7 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 
+use super::headers as header;
 use super::topology::Topology;
 use crate::metrics::ExchangeLabel;
 use crate::visit::{Envelope, Kind, NormalizedVisit, Product, RejectionReason, Warning, normalize};
@@ -73,13 +74,17 @@ fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit<'_>, topology: &Top
     let routing_key = Topology::routing_key(product);
     let mut headers = common_headers(envelope);
     if let Some(id) = visit.product.id.and_then(|id| i64::try_from(id).ok()) {
-        headers.insert("x-product-id".into(), AMQPValue::LongLongInt(id));
+        headers.insert(header::PRODUCT_ID.into(), AMQPValue::LongLongInt(id));
     }
-    insert_text(&mut headers, "x-product", Some(&visit.product.slug));
-    insert_text(&mut headers, "x-visit-id", visit.visit_id.as_deref());
-    insert_text(&mut headers, "x-agent-id", visit.agent.id.as_deref());
-    insert_text(&mut headers, "x-external-id", visit.external_id.as_deref());
-    insert_text(&mut headers, "x-tag", visit.tag.as_deref());
+    insert_text(&mut headers, header::PRODUCT, Some(&visit.product.slug));
+    insert_text(&mut headers, header::VISIT_ID, visit.visit_id.as_deref());
+    insert_text(&mut headers, header::AGENT_ID, visit.agent.id.as_deref());
+    insert_text(
+        &mut headers,
+        header::EXTERNAL_ID,
+        visit.external_id.as_deref(),
+    );
+    insert_text(&mut headers, header::TAG, visit.tag.as_deref());
 
     let raw = Outgoing {
         label: ExchangeLabel::Raw,
@@ -90,7 +95,7 @@ fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit<'_>, topology: &Top
     };
     let mut normalized_headers = headers;
     normalized_headers.insert(
-        "x-schema-version".into(),
+        header::SCHEMA_VERSION.into(),
         AMQPValue::LongInt(normalize::SCHEMA_VERSION as i32),
     );
     // The document repeats most of the body plus typed fields (the example's
@@ -118,7 +123,11 @@ fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit<'_>, topology: &Top
 
 fn prepare_rejected(envelope: &Envelope, reason: RejectionReason, topology: &Topology) -> Prepared {
     let mut headers = common_headers(envelope);
-    insert_text(&mut headers, "x-rejection-reason", Some(reason.as_str()));
+    insert_text(
+        &mut headers,
+        header::REJECTION_REASON,
+        Some(reason.as_str()),
+    );
     Prepared {
         product: Product::Unknown,
         messages: vec![Outgoing {
@@ -136,10 +145,10 @@ fn prepare_rejected(envelope: &Envelope, reason: RejectionReason, topology: &Top
 fn common_headers(envelope: &Envelope) -> FieldTable {
     let mut headers = FieldTable::default();
     let received_at = envelope.receipt.received_at.to_string();
-    insert_text(&mut headers, "x-received-at", Some(&received_at));
+    insert_text(&mut headers, header::RECEIVED_AT, Some(&received_at));
     insert_text(
         &mut headers,
-        "x-api-key-label",
+        header::API_KEY_LABEL,
         Some(&envelope.receipt.key_label),
     );
     headers
