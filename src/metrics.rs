@@ -132,172 +132,171 @@ fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("kobra_relay")
 }
 
-fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
-    HistogramOpts::new(name, help)
-        .namespace("kobra_relay")
-        .buckets(buckets.to_vec())
+/// Creates each metric and registers it in one step, so that a metric can
+/// not be created and then forgotten.
+struct Registrar<'r>(&'r Registry);
+
+impl Registrar<'_> {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, metric: C) -> C {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        metric
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::with_opts(opts(name, help)).expect("valid metric"))
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(opts(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::with_opts(opts(name, help)).expect("valid metric"))
+    }
+
+    fn float_gauge(&self, name: &str, help: &str) -> Gauge {
+        self.add(Gauge::with_opts(opts(name, help)).expect("valid metric"))
+    }
+
+    fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
+        HistogramOpts::new(name, help)
+            .namespace("kobra_relay")
+            .buckets(buckets.to_vec())
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = Self::histogram_opts(name, help, buckets);
+        self.add(Histogram::with_opts(opts).expect("valid metric"))
+    }
+
+    fn histograms(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+        let opts = Self::histogram_opts(name, help, buckets);
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
 }
 
 impl Metrics {
     /// Creates and registers every metric (and the process collector).
+    /// Long because it is a table: one entry per metric, with its name, help
+    /// and labels, the only place they are written out.
     ///
     /// # Panics
     /// Only if two metrics were given the same name, a programming error
     /// caught by every test run.
     pub fn new() -> Self {
         let registry = Registry::new();
+        let r = Registrar(&registry);
         let m = Self {
-            http_requests: IntCounterVec::new(
-                opts("http_requests_total", "Ingress requests by route and status code."),
+            http_requests: r.counters(
+                "http_requests_total",
+                "Ingress requests by route and status code.",
                 &["route", "status"],
-            )
-            .expect("valid metric"),
-            http_duration: HistogramVec::new(
-                histogram_opts(
-                    "http_request_duration_seconds",
-                    "Time from request head to response (the ack latency for 202s).",
-                    &LATENCY_BUCKETS,
-                ),
+            ),
+            http_duration: r.histograms(
+                "http_request_duration_seconds",
+                "Time from request head to response (the ack latency for 202s).",
+                &LATENCY_BUCKETS,
                 &["route"],
-            )
-            .expect("valid metric"),
-            auth_failures: IntCounterVec::new(
-                opts("auth_failures_total", "Requests refused for a missing or unknown api-key."),
+            ),
+            auth_failures: r.counters(
+                "auth_failures_total",
+                "Requests refused for a missing or unknown api-key.",
                 &["reason"],
-            )
-            .expect("valid metric"),
-            visits_received: IntCounterVec::new(
-                opts("visits_received_total", "Visits accepted (202) by product."),
+            ),
+            visits_received: r.counters(
+                "visits_received_total",
+                "Visits accepted (202) by product.",
                 &["product"],
-            )
-            .expect("valid metric"),
-            accepted: IntCounterVec::new(
-                opts(
-                    "accepted_total",
-                    "Visits answered 202, by where they were durable at that moment (broker: confirmed; spool: fsynced locally).",
-                ),
+            ),
+            accepted: r.counters(
+                "accepted_total",
+                "Visits answered 202, by where they were durable at that moment (broker: confirmed; spool: fsynced locally).",
                 &["durable_in"],
-            )
-            .expect("valid metric"),
-            messages_published: IntCounterVec::new(
-                opts("messages_published_total", "Messages confirmed by the broker."),
+            ),
+            messages_published: r.counters(
+                "messages_published_total",
+                "Messages confirmed by the broker.",
                 &["exchange", "product"],
-            )
-            .expect("valid metric"),
-            publish_failures: IntCounterVec::new(
-                opts("publish_failures_total", "Publishes that were not confirmed, by reason (retried)."),
+            ),
+            publish_failures: r.counters(
+                "publish_failures_total",
+                "Publishes that were not confirmed, by reason (retried).",
                 &["reason"],
-            )
-            .expect("valid metric"),
-            publish_confirm: Histogram::with_opts(histogram_opts(
+            ),
+            publish_confirm: r.histogram(
                 "publish_confirm_seconds",
                 "Time from publishing a visit's messages to the broker's confirms.",
                 &LATENCY_BUCKETS,
-            ))
-            .expect("valid metric"),
-            end_to_end: Histogram::with_opts(histogram_opts(
+            ),
+            end_to_end: r.histogram(
                 "end_to_end_seconds",
                 "Time from receipt to both messages confirmed.",
                 &END_TO_END_BUCKETS,
-            ))
-            .expect("valid metric"),
-            spool_entries: IntGauge::with_opts(opts("spool_entries", "Entries waiting in the spool."))
-                .expect("valid metric"),
-            spool_bytes: IntGauge::with_opts(opts("spool_bytes", "Bytes of entries waiting in the spool."))
-                .expect("valid metric"),
-            spool_max_bytes: IntGauge::with_opts(opts(
+            ),
+            spool_entries: r.gauge("spool_entries", "Entries waiting in the spool."),
+            spool_bytes: r.gauge("spool_bytes", "Bytes of entries waiting in the spool."),
+            spool_max_bytes: r.gauge(
                 "spool_max_bytes",
                 "SPOOL_MAX_BYTES: the spool refuses requests (503) beyond it; 0 in confirm mode.",
-            ))
-            .expect("valid metric"),
-            spool_oldest_age: Gauge::with_opts(opts(
+            ),
+            spool_oldest_age: r.float_gauge(
                 "spool_oldest_age_seconds",
                 "Age of the oldest entry waiting in the spool (0 when empty).",
-            ))
-            .expect("valid metric"),
-            broker_connected: IntGauge::with_opts(opts(
+            ),
+            broker_connected: r.gauge(
                 "broker_connected",
                 "1 while a broker connection with a confirm channel is up.",
-            ))
-            .expect("valid metric"),
-            broker_reconnects: IntCounter::with_opts(opts(
+            ),
+            broker_reconnects: r.counter(
                 "broker_reconnects_total",
                 "Broker connections re-established after a loss.",
-            ))
-            .expect("valid metric"),
-            rejected: IntCounterVec::new(
-                opts("rejected_total", "Authenticated bodies that were not a JSON object."),
+            ),
+            rejected: r.counters(
+                "rejected_total",
+                "Authenticated bodies that were not a JSON object.",
                 &["reason"],
-            )
-            .expect("valid metric"),
-            normalization_warnings: IntCounterVec::new(
-                opts("normalization_warnings_total", "Fields that could not be read as documented."),
+            ),
+            normalization_warnings: r.counters(
+                "normalization_warnings_total",
+                "Fields that could not be read as documented.",
                 &["field"],
-            )
-            .expect("valid metric"),
-            duplicates_redelivered: IntCounter::with_opts(opts(
+            ),
+            duplicates_redelivered: r.counter(
                 "redeliveries_total",
                 "Spool entries published again after a restart or a lost confirm (possible duplicates).",
-            ))
-            .expect("valid metric"),
-            archive_appended: IntCounter::with_opts(opts(
+            ),
+            archive_appended: r.counter(
                 "archive_appended_total",
                 "Raw visits the broker confirmed with ARCHIVE on (each one is appended to the archive stream).",
-            ))
-            .expect("valid metric"),
-            open_connections: IntGauge::with_opts(opts(
+            ),
+            open_connections: r.gauge(
                 "http_open_connections",
                 "Open ingress connections that have sent a request.",
-            ))
-            .expect("valid metric"),
-            registry,
-        };
-        m.register_all();
-        m.start_at_zero();
-        m
-    }
-
-    fn register_all(&self) {
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(self.http_requests.clone()),
-            Box::new(self.http_duration.clone()),
-            Box::new(self.auth_failures.clone()),
-            Box::new(self.visits_received.clone()),
-            Box::new(self.accepted.clone()),
-            Box::new(self.messages_published.clone()),
-            Box::new(self.publish_failures.clone()),
-            Box::new(self.publish_confirm.clone()),
-            Box::new(self.end_to_end.clone()),
-            Box::new(self.spool_entries.clone()),
-            Box::new(self.spool_bytes.clone()),
-            Box::new(self.spool_oldest_age.clone()),
-            Box::new(self.spool_max_bytes.clone()),
-            Box::new(self.broker_connected.clone()),
-            Box::new(self.broker_reconnects.clone()),
-            Box::new(self.rejected.clone()),
-            Box::new(self.normalization_warnings.clone()),
-            Box::new(self.duplicates_redelivered.clone()),
-            Box::new(self.archive_appended.clone()),
-            Box::new(self.open_connections.clone()),
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
-        ];
-        for c in collectors {
-            self.registry.register(c).expect("metric names are unique");
-        }
-        let build_info = IntGaugeVec::new(
-            opts(
-                "build_info",
-                "Always 1; the version label tells which build runs.",
             ),
-            &["version"],
-        )
-        .expect("valid metric");
+            registry: registry.clone(),
+        };
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric names are unique");
+        let build_info = r.add(
+            IntGaugeVec::new(
+                opts(
+                    "build_info",
+                    "Always 1; the version label tells which build runs.",
+                ),
+                &["version"],
+            )
+            .expect("valid metric"),
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        self.registry
-            .register(Box::new(build_info))
-            .expect("metric names are unique");
+        m.start_at_zero();
+        m
     }
 
     fn start_at_zero(&self) {

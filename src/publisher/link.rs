@@ -181,31 +181,7 @@ async fn run(
             channel: channel.clone(),
         }));
 
-        let stopping = loop {
-            tokio::select! {
-                event = events.next() => match event {
-                    Some(Event::Error(error)) => {
-                        tracing::warn!(url = %url, %error, "broker connection lost; reconnecting");
-                        break false;
-                    }
-                    Some(Event::ConnectionBlocked(reason)) => {
-                        link.blocked.store(true, Ordering::Release);
-                        tracing::warn!(%reason, "broker blocked publishing (resource alarm)");
-                    }
-                    Some(Event::ConnectionUnblocked) => {
-                        link.blocked.store(false, Ordering::Release);
-                        tracing::info!("broker unblocked publishing");
-                    }
-                    Some(_) => {}
-                    None => break false,
-                },
-                () = link.reset.notified() => {
-                    tracing::warn!(url = %url, "broker session failed or went silent; reconnecting");
-                    break false;
-                }
-                () = stop.cancelled() => break true,
-            }
-        };
+        let stopping = watch_session(&mut events, &link, &stop, &url).await;
         tx.send_replace(None);
         metrics.broker_connected(false);
         close(&connection, &channel).await;
@@ -215,6 +191,42 @@ async fn run(
     }
     tx.send_replace(None);
     metrics.broker_connected(false);
+}
+
+/// Follows one connection's events until it is lost, a session user asks
+/// for a reset, or `stop` is cancelled (then `true`); keeps the blocked
+/// flag of resource alarms.
+async fn watch_session(
+    events: &mut (impl futures_util::Stream<Item = Event> + Unpin),
+    link: &Link,
+    stop: &CancellationToken,
+    url: &str,
+) -> bool {
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Event::Error(error)) => {
+                    tracing::warn!(url = %url, %error, "broker connection lost; reconnecting");
+                    return false;
+                }
+                Some(Event::ConnectionBlocked(reason)) => {
+                    link.blocked.store(true, Ordering::Release);
+                    tracing::warn!(%reason, "broker blocked publishing (resource alarm)");
+                }
+                Some(Event::ConnectionUnblocked) => {
+                    link.blocked.store(false, Ordering::Release);
+                    tracing::info!("broker unblocked publishing");
+                }
+                Some(_) => {}
+                None => return false,
+            },
+            () = link.reset.notified() => {
+                tracing::warn!(url = %url, "broker session failed or went silent; reconnecting");
+                return false;
+            }
+            () = stop.cancelled() => return true,
+        }
+    }
 }
 
 async fn close(connection: &Connection, channel: &Channel) {

@@ -5,6 +5,7 @@
 //! product mapping, normalization). It must not touch the network or the disk,
 //! so every rule here is unit tested directly.
 
+mod answer;
 pub mod checklist;
 pub mod fields;
 pub mod normalize;
