@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::auth::AuthError;
 use crate::spool::SpoolStats;
-use crate::visit::{Product, RejectionReason, normalize::WARNING_FIELDS};
+use crate::visit::{Product, RejectionReason, WARNING_FIELDS};
 
 /// The ingress route label.
 pub const ROUTE_FINISH_VISIT: &str = crate::routes::FINISH_VISIT;

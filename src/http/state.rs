@@ -20,7 +20,7 @@ use crate::tls::LiveTls;
 pub struct AppState {
     /// Configured API keys (swapped on rotation).
     pub keys: LiveKeys,
-    /// Metrics registry.
+    /// Every metric of the relay.
     pub metrics: Metrics,
     /// Where accepted requests are made durable.
     pub sink: Sink,

@@ -13,7 +13,9 @@ use lapin::{
 use super::headers as header;
 use super::topology::Topology;
 use crate::metrics::ExchangeLabel;
-use crate::visit::{Envelope, Kind, NormalizedVisit, Product, RejectionReason, Warning, normalize};
+use crate::visit::{
+    Envelope, Kind, NormalizedVisit, Product, RejectionReason, SCHEMA_VERSION, Warning, normalize,
+};
 
 /// Header values longer than this are left out, so no message can exceed a
 /// frame; the document still carries the value whole.
@@ -30,11 +32,11 @@ pub const REJECTED_TYPE: &str = "kobra.visit.rejected";
 pub struct Outgoing {
     /// Metric label of the exchange.
     pub label: ExchangeLabel,
-    /// Exchange name.
+    /// Where it is published (empty: the default exchange).
     pub exchange: String,
-    /// Routing key.
+    /// `visit.finished.<product>`, or a queue name on the default exchange.
     pub routing_key: String,
-    /// Body.
+    /// The raw body, the normalized document, or the rejected bytes.
     pub body: Bytes,
     /// Properties and headers.
     pub properties: BasicProperties,
@@ -56,7 +58,7 @@ pub struct Prepared {
 /// Builds the messages for an envelope.
 pub fn prepare(envelope: &Envelope, topology: &Topology) -> Prepared {
     match envelope.kind {
-        Kind::Visit => match normalize::normalize(envelope) {
+        Kind::Visit => match normalize(envelope) {
             Ok(visit) => prepare_visit(envelope, visit, topology),
             // Unreachable for bodies the ingress classified, but a body is
             // never dropped: it goes to the rejected exchange instead.
@@ -96,7 +98,7 @@ fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit<'_>, topology: &Top
     let mut normalized_headers = headers;
     normalized_headers.insert(
         header::SCHEMA_VERSION.into(),
-        AMQPValue::LongInt(normalize::SCHEMA_VERSION as i32),
+        AMQPValue::LongInt(SCHEMA_VERSION as i32),
     );
     // The document repeats most of the body plus typed fields (the example's
     // is 1.2 times its body): sized up front, it is written without growing

@@ -32,7 +32,7 @@ pub mod link;
 pub mod message;
 mod retries;
 pub mod topology;
-pub mod waiters;
+mod waiters;
 
 use std::{
     sync::Arc,
@@ -47,7 +47,7 @@ pub use declare::{check_queue, declare};
 use link::Link;
 use message::Prepared;
 use topology::Topology;
-use waiters::ConfirmWaiters;
+pub use waiters::{ConfirmWaiters, Waiting};
 
 /// Publishes envelopes over the [`Link`]'s current session.
 pub struct Publisher {

@@ -29,9 +29,9 @@ impl ExchangeType {
 /// A durable exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExchangeSpec {
-    /// Full name.
+    /// The exchange's name, prefix included.
     pub name: String,
-    /// Type.
+    /// Topic (routed by product) or fanout.
     pub kind: ExchangeType,
     /// `alternate-exchange` argument.
     pub alternate_exchange: Option<String>,
@@ -40,7 +40,7 @@ pub struct ExchangeSpec {
 /// A durable queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSpec {
-    /// Full name.
+    /// The queue's name, prefix included.
     pub name: String,
     /// `x-dead-letter-exchange` argument.
     pub dead_letter_exchange: Option<String>,
@@ -97,9 +97,9 @@ impl QueueKind {
 /// A queue binding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindingSpec {
-    /// Source exchange.
+    /// The exchange messages come from.
     pub exchange: String,
-    /// Destination queue.
+    /// The queue they are routed to.
     pub queue: String,
     /// Routing key (empty on fanouts).
     pub routing_key: String,

@@ -6,18 +6,18 @@
 //! so every rule here is unit tested directly.
 
 mod answer;
-pub mod checklist;
-pub mod fields;
-pub mod normalize;
-pub mod product;
-pub mod raw;
-pub mod time;
+mod checklist;
+mod fields;
+mod normalize;
+mod product;
+mod raw;
+mod time;
 
 use bytes::Bytes;
 use jiff::Timestamp;
 use uuid::Uuid;
 
-pub use normalize::{NormalizedVisit, Warning, normalize};
+pub use normalize::{NormalizedVisit, SCHEMA_VERSION, WARNING_FIELDS, Warning, normalize};
 pub use product::Product;
 
 /// Everything the relay knows about one accepted request besides its body.
@@ -83,7 +83,7 @@ pub enum Kind {
 /// An accepted request: the unit the spool stores and the publisher delivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
-    /// Receipt metadata.
+    /// When and with which key the request was accepted.
     pub receipt: Receipt,
     /// How the body is relayed.
     pub kind: Kind,
