@@ -30,23 +30,22 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use kobra_relay::{
     config::{QueueType, Settings},
-    publisher::{declare, message, topology::Topology},
+    publisher::{CONFIRM_WINDOW, declare, message, topology::Topology},
     spool::record,
     visit::{self, Envelope, Product, Receipt},
 };
 use lapin::{
-    Connection, ConnectionProperties,
-    options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
-    },
+    Connection,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "../../tests/api/support/broker.rs"]
+mod broker_support;
 mod scale_out;
 
 const KEY: &str = "bench-key";
 const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/finish-visit-example.json");
-const CONFIRM_WINDOW: usize = 512;
 
 struct Options {
     visits: usize,
@@ -109,7 +108,7 @@ fn body(n: usize, size: Option<usize>) -> Bytes {
 }
 
 fn random_prefix() -> String {
-    format!("bench-{}", uuid::Uuid::now_v7().simple())
+    broker_support::random_prefix("bench")
 }
 
 /// The RabbitMQ a run publishes to: the shared node on 5672, or the 3-node
@@ -196,14 +195,7 @@ impl Target {
 }
 
 async fn broker(target: &Target) -> Connection {
-    Connection::connect(target.url(), ConnectionProperties::default())
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "RabbitMQ at {} (scripts/bench.sh starts it): {e}",
-                target.url()
-            )
-        })
+    broker_support::connect(target.url()).await
 }
 
 /// What a relay with default settings declares under `prefix`, the archive
@@ -217,33 +209,8 @@ fn relay_topology(prefix: &str, queue_type: QueueType) -> Topology {
 
 async fn delete_topology(target: &Target, topology: &Topology) {
     let conn = broker(target).await;
-    for q in topology.queues() {
-        let ch = conn.create_channel().await.expect("channel");
-        let _ = ch
-            .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for e in topology.exchanges() {
-        let ch = conn.create_channel().await.expect("channel");
-        let _ = ch
-            .exchange_delete(e.name.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
+    broker_support::delete_topology(&conn, topology).await;
     let _ = conn.close(200, "bench".into()).await;
-}
-
-async fn depth(conn: &Connection, queue: &str) -> u32 {
-    let ch = conn.create_channel().await.expect("channel");
-    let options = lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let q = ch
-        .queue_declare(queue.into(), options, Default::default())
-        .await
-        .expect("queue exists");
-    let _ = ch.close(200, "bench".into()).await;
-    q.message_count()
 }
 
 /// Waits until both product queues hold `expected` messages; returns when.
@@ -257,7 +224,10 @@ async fn wait_delivered(
     let raw = topology.raw_product_queue(Product::DebtCollection);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let (n, r) = (depth(&conn, &normalized).await, depth(&conn, &raw).await);
+        let (n, r) = (
+            broker_support::queue_depth(&conn, &normalized).await,
+            broker_support::queue_depth(&conn, &raw).await,
+        );
         if (n as usize >= expected && r as usize >= expected) || Instant::now() > deadline {
             let _ = conn.close(200, "bench".into()).await;
             return (Instant::now(), n, r);

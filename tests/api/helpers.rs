@@ -20,11 +20,13 @@ use kobra_relay::{
 };
 use lapin::{
     BasicProperties, Connection, ConnectionProperties,
-    options::{BasicConsumeOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions},
+    options::{BasicConsumeOptions, BasicGetOptions},
     types::{AMQPValue, FieldTable},
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+use crate::support;
 
 /// The broker every test uses.
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -50,7 +52,7 @@ fn init_logs() {
 
 /// A random topology prefix, so parallel tests never share queues.
 pub fn random_prefix() -> String {
-    format!("test-{}", uuid::Uuid::now_v7().simple())
+    support::broker::random_prefix("test")
 }
 
 /// Settings for a test relay; `extra` are `KOBRA_RELAY_*` names without the prefix.
@@ -300,9 +302,7 @@ pub async fn broker() -> Connection {
 
 /// Opens a consumer connection to the broker at `url`.
 pub async fn broker_at(url: &str) -> Connection {
-    Connection::connect(url, ConnectionProperties::default())
-        .await
-        .unwrap_or_else(|e| panic!("the broker at {url} answers: {e}"))
+    support::broker::connect(url).await
 }
 
 /// Takes `count` messages from `queue`, waiting (bounded) for them to arrive.
@@ -346,20 +346,9 @@ pub async fn depth(queue: &str) -> u32 {
 /// Number of ready messages in `queue` on the broker at `url`.
 pub async fn depth_at(url: &str, queue: &str) -> u32 {
     let conn = broker_at(url).await;
-    let channel = conn.create_channel().await.expect("channel");
-    let q = channel
-        .queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("queue exists");
+    let depth = support::broker::queue_depth(&conn, queue).await;
     let _ = conn.close(200, "done".into()).await;
-    q.message_count()
+    depth
 }
 
 /// Asserts that `queue` stays empty for a short while (negative check).
@@ -413,23 +402,7 @@ pub async fn delete_topology_at(url: &str, prefix: &str) {
         max_age: Duration::from_secs(1),
         max_bytes: 1,
     }));
-    for queue in topology.queues() {
-        if let Ok(channel) = conn.create_channel().await {
-            let _ = channel
-                .queue_delete(queue.name.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-    }
-    for exchange in topology.exchanges() {
-        if let Ok(channel) = conn.create_channel().await {
-            let _ = channel
-                .exchange_delete(
-                    exchange.name.as_str().into(),
-                    ExchangeDeleteOptions::default(),
-                )
-                .await;
-        }
-    }
+    support::broker::delete_topology(&conn, &topology).await;
     let _ = conn.close(200, "cleanup".into()).await;
 }
 

@@ -23,4 +23,5 @@ mod publish;
 mod replay;
 mod replicated;
 mod schema;
+mod support;
 mod tls;

@@ -1,0 +1,3 @@
+//! Support shared beyond the test binary (the benchmark includes `broker`).
+
+pub mod broker;
