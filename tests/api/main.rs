@@ -15,6 +15,7 @@ mod helpers;
 mod ingress;
 mod keys;
 mod kubernetes;
+mod layout;
 mod limits;
 mod observability;
 mod process;
