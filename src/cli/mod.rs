@@ -14,6 +14,9 @@ pub mod topology;
 
 use std::process::ExitCode;
 
+use crate::config::Settings;
+use crate::publisher::connect;
+
 /// Exit code for a failed operation.
 pub const FAILED: u8 = 1;
 /// Exit code for a bad command line or bad settings.
@@ -37,4 +40,16 @@ fn runtime(command: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
                 format!("cannot start the async runtime: {e}"),
             )
         })
+}
+
+/// A connection to the first broker of `AMQP_URL` that answers, named
+/// after the tool, and its URL (password masked); on failure, every URL's
+/// error printed and the exit code to return.
+async fn broker(
+    settings: &Settings,
+    command: &str,
+) -> Result<(lapin::Connection, String), ExitCode> {
+    connect::open_first(&settings.broker, &format!("kobra-relay {command}"))
+        .await
+        .map_err(|failures| fail(command, FAILED, failures))
 }

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::{FAILED, USAGE, fail};
 use crate::config::Settings;
-use crate::publisher::{connect, headers, topology::Topology};
+use crate::publisher::{headers, topology::Topology};
 use crate::visit::Product;
 
 /// Arguments of `tail`.
@@ -103,9 +103,9 @@ pub fn run(args: &TailArgs, settings: &Settings) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let connection = match connect::open_first(&settings.broker, "kobra-relay tail").await {
+        let connection = match super::broker(settings, "tail").await {
             Ok((connection, _)) => connection,
-            Err(failures) => return fail("tail", FAILED, failures),
+            Err(code) => return code,
         };
         let outcome = tokio::select! {
             outcome = consume(&connection, &source, args) => outcome,

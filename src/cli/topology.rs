@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use super::{FAILED, fail};
 use crate::config::Settings;
 use crate::publisher::{
-    self, connect,
+    self,
     topology::{QueueKind, Topology},
 };
 
@@ -106,11 +106,10 @@ fn declare(topology: &Topology, settings: &Settings) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let (connection, shown) =
-            match connect::open_first(&settings.broker, "kobra-relay topology").await {
-                Ok(opened) => opened,
-                Err(failures) => return fail("topology", FAILED, failures),
-            };
+        let (connection, shown) = match super::broker(settings, "topology").await {
+            Ok(opened) => opened,
+            Err(code) => return code,
+        };
         let declared = tokio::time::timeout(DECLARE_TIMEOUT, async {
             let channel = connection.create_channel().await?;
             publisher::declare(&connection, &channel, topology).await

@@ -1,6 +1,6 @@
 //! Requests waiting for their spool entry's confirms (`DURABILITY=replicated`).
 //!
-//! The ingress registers a visit by its receipt id *before* appending it to
+//! `durability` registers a visit by its receipt id *before* appending it to
 //! the spool, so a confirm that comes back quickly cannot be missed; the
 //! drain tells the registry when an entry's messages were all confirmed.
 //! A request that stops waiting (its deadline passed) unregisters itself on

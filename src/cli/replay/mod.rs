@@ -27,7 +27,7 @@ use jiff::Timestamp;
 
 use super::{FAILED, USAGE, fail};
 use crate::config::Settings;
-use crate::publisher::{connect, topology::Topology};
+use crate::publisher::topology::Topology;
 use plan::{Plan, plan};
 use session::Replay;
 
@@ -112,11 +112,10 @@ pub fn run(args: &ReplayArgs, settings: &Settings) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let (connection, shown) =
-            match connect::open_first(&settings.broker, "kobra-relay replay").await {
-                Ok(opened) => opened,
-                Err(failures) => return fail("replay", FAILED, failures),
-            };
+        let (connection, shown) = match super::broker(settings, "replay").await {
+            Ok(opened) => opened,
+            Err(code) => return code,
+        };
         let mut tally = Tally::default();
         let end = match Replay::open(&connection, &topology, &plan).await {
             Ok(replay) => {
