@@ -697,7 +697,7 @@ fn step_costs() -> Vec<(&'static str, f64)> {
     vec![
         (
             "classify the body (one-pass probe)",
-            time_step(RUNS, || visit::inspect(&body)),
+            time_step(RUNS, || visit::inspect(&body, visit::DEFAULT_MAX_DEPTH)),
         ),
         (
             "SHA-256 of the body",

@@ -110,7 +110,7 @@ fn render_stats(settings: &Settings, inspection: &Inspection, now: Timestamp) ->
 
 fn render_entry(seq: u64, envelope: &Envelope, as_json: bool) -> String {
     // The ingress's one-pass probe: product and visit id without normalizing.
-    let probe = visit::inspect(&envelope.body);
+    let probe = visit::inspect(&envelope.body, visit::DEPTH_CEILING);
     let kind = match envelope.kind {
         Kind::Visit => "visit".to_owned(),
         Kind::Rejected(reason) => format!("rejected:{}", reason.as_str()),

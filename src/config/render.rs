@@ -55,6 +55,7 @@ impl Settings {
         line("SPOOL_DIR", path(&self.spool.dir));
         line("SPOOL_MAX_BYTES", self.spool.max_bytes.to_string());
         line("MAX_BODY_BYTES", http.max_body_bytes.to_string());
+        line("MAX_JSON_DEPTH", http.max_json_depth.to_string());
         line("LOG_FORMAT", quoted(self.log_format.as_str()));
         line("PUBLISH_TIMEOUT", millis(broker.publish_timeout));
         line("SHUTDOWN_GRACE", millis(self.shutdown_grace));

@@ -14,6 +14,7 @@ use super::sources::RawValues;
 use crate::auth::ApiKeys;
 use crate::keys::{KeyLoadError, KeySource};
 use crate::tls::TlsFiles;
+use crate::visit::DEPTH_CEILING;
 
 /// The validated configuration.
 #[derive(Clone)]
@@ -45,6 +46,8 @@ pub struct HttpSettings {
     pub admin_listen: SocketAddr,
     /// Largest accepted body.
     pub max_body_bytes: u64,
+    /// Deepest nesting of objects and arrays in an accepted body.
+    pub max_json_depth: usize,
     /// Longest wait for a request head: slow senders (slowloris) and idle
     /// keep-alive connections are closed after it.
     pub header_read_timeout: Duration,
@@ -246,6 +249,14 @@ impl HttpSettings {
             listen: raw.parse("LISTEN", parse_addr)?,
             admin_listen: raw.parse("ADMIN_LISTEN", parse_addr)?,
             max_body_bytes: raw.parse("MAX_BODY_BYTES", parse_size)?,
+            max_json_depth: raw.parse("MAX_JSON_DEPTH", |s| {
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=DEPTH_CEILING).contains(n))
+                    .ok_or_else(|| {
+                        format!("{s:?} must be a whole number from 1 to {DEPTH_CEILING}")
+                    })
+            })?,
             header_read_timeout: raw.parse("HEADER_READ_TIMEOUT", parse_positive_duration)?,
             body_read_timeout: raw.parse("BODY_READ_TIMEOUT", parse_positive_duration)?,
             max_connections: raw.parse("MAX_CONNECTIONS", |s| {

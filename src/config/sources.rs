@@ -13,7 +13,7 @@ use super::ConfigError;
 pub const ENV_PREFIX: &str = "KOBRA_RELAY_";
 
 /// Every setting, by its upper-case name, with its default (if any).
-pub(super) const SETTINGS: [(&str, Option<&str>); 27] = [
+pub(super) const SETTINGS: [(&str, Option<&str>); 28] = [
     ("LISTEN", Some("0.0.0.0:8080")),
     ("ADMIN_LISTEN", Some("0.0.0.0:8081")),
     ("API_KEYS", None),
@@ -31,6 +31,7 @@ pub(super) const SETTINGS: [(&str, Option<&str>); 27] = [
     ("SPOOL_DIR", Some("./data/spool")),
     ("SPOOL_MAX_BYTES", Some("1 GiB")),
     ("MAX_BODY_BYTES", Some("1048576")),
+    ("MAX_JSON_DEPTH", Some("64")),
     ("LOG_FORMAT", Some("json")),
     ("PUBLISH_TIMEOUT", Some("5s")),
     ("SHUTDOWN_GRACE", Some("10s")),

@@ -36,6 +36,7 @@ fn defaults_match_the_contract() {
     assert_eq!(s.spool.dir, PathBuf::from("./data/spool"));
     assert_eq!(s.spool.max_bytes, 1 << 30);
     assert_eq!(s.http.max_body_bytes, 1_048_576);
+    assert_eq!(s.http.max_json_depth, 64);
     assert_eq!(s.log_format, LogFormat::Json);
     assert_eq!(s.broker.publish_timeout, Duration::from_secs(5));
     assert_eq!(s.http.header_read_timeout, Duration::from_secs(10));

@@ -138,7 +138,7 @@ async fn handle(
     span.record("key_label", &*authorized.label);
     let body = read_body(req, state).await?;
 
-    let inspection = visit::inspect(&body);
+    let inspection = visit::inspect(&body, state.http.max_json_depth);
     span.record("product", &*inspection.product.slug());
     if let Some(visit_id) = &inspection.visit_id {
         span.record("visit_id", visit_id.as_str());
@@ -150,7 +150,7 @@ async fn handle(
     };
     let detail = match inspection.kind {
         Kind::Visit => None,
-        Kind::Rejected(_) => Some(visit::rejection_detail(&body)),
+        Kind::Rejected(_) => Some(visit::rejection_detail(&body, state.http.max_json_depth)),
     };
     let envelope = Envelope::with_kind(receipt, body, inspection.kind);
     let message_id = envelope.message_id();

@@ -7,6 +7,7 @@
 
 mod answer;
 mod checklist;
+mod depth;
 mod fields;
 mod normalize;
 mod product;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use uuid::Uuid;
 
+pub use depth::{DEFAULT_MAX_DEPTH, DEPTH_CEILING, nesting_depth};
 pub use normalize::{NormalizedVisit, SCHEMA_VERSION, WARNING_FIELDS, Warning, normalize};
 pub use product::Product;
 
@@ -94,9 +96,10 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// Builds an envelope, classifying and hashing the body once.
+    /// Builds an envelope, classifying (within [`DEPTH_CEILING`]) and
+    /// hashing the body once.
     pub fn new(receipt: Receipt, body: Bytes) -> Self {
-        let kind = inspect(&body).kind;
+        let kind = inspect(&body, DEPTH_CEILING).kind;
         Self::with_kind(receipt, body, kind)
     }
 
@@ -153,9 +156,10 @@ struct Probe {
 }
 
 /// Classifies a body and reads its product and visit id, parsing it once
-/// on the common path. serde_json's recursion limit keeps deeply nested
-/// input from exhausting the stack.
-pub fn inspect(body: &[u8]) -> Inspection {
+/// on the common path. A body that nests objects or arrays deeper than
+/// `max_depth` (at most [`DEPTH_CEILING`]) is `invalid_json`, so nothing
+/// nested deeper reaches a consumer.
+pub fn inspect(body: &[u8], max_depth: usize) -> Inspection {
     let rejected = |reason| Inspection {
         kind: Kind::Rejected(reason),
         product: Product::Unknown,
@@ -164,6 +168,9 @@ pub fn inspect(body: &[u8]) -> Inspection {
     let Ok(text) = std::str::from_utf8(body) else {
         return rejected(RejectionReason::InvalidUtf8);
     };
+    if nesting_depth(body, max_depth) > max_depth.min(DEPTH_CEILING) {
+        return rejected(RejectionReason::InvalidJson);
+    }
     let probe = match serde_json::from_str::<Probe>(text) {
         Ok(probe) => probe,
         // Not an object, not JSON, or a duplicated probe key: decide with a
@@ -193,10 +200,15 @@ pub fn inspect(body: &[u8]) -> Inspection {
     }
 }
 
-/// A human-readable explanation of why a body was rejected, for the 400 body.
-pub fn rejection_detail(body: &[u8]) -> String {
+/// A human-readable explanation of why a body was rejected, for the 400
+/// body; `max_depth` as given to [`inspect`].
+pub fn rejection_detail(body: &[u8], max_depth: usize) -> String {
+    let limit = max_depth.min(DEPTH_CEILING);
     match std::str::from_utf8(body) {
         Err(e) => format!("body is not valid UTF-8: {e}"),
+        Ok(_) if nesting_depth(body, limit) > limit => format!(
+            "body nests objects or arrays deeper than {limit} levels (KOBRA_RELAY_MAX_JSON_DEPTH)"
+        ),
         Ok(text) => match serde_json::from_str::<serde_json::Value>(text) {
             Err(e) => format!("body is not valid JSON: {e}"),
             Ok(v) => format!("body must be a JSON object, got {}", json_type_name(&v)),
@@ -221,16 +233,19 @@ mod tests {
     use super::*;
 
     fn classify(body: &[u8]) -> Kind {
-        inspect(body).kind
+        inspect(body, DEFAULT_MAX_DEPTH).kind
     }
 
     #[test]
     fn inspection_reads_product_and_visit_id() {
-        let i = inspect(br#"{"visitId": 77, "productID": "3", "x": [1, {"y": null}]}"#);
+        let i = inspect(
+            br#"{"visitId": 77, "productID": "3", "x": [1, {"y": null}]}"#,
+            DEFAULT_MAX_DEPTH,
+        );
         assert_eq!(i.kind, Kind::Visit);
         assert_eq!(i.product, Product::BusinessValidation);
         assert_eq!(i.visit_id.as_deref(), Some("77"));
-        let dup = inspect(br#"{"productID": 1, "productID": 2}"#);
+        let dup = inspect(br#"{"productID": 1, "productID": 2}"#, DEFAULT_MAX_DEPTH);
         assert_eq!(
             dup.kind,
             Kind::Visit,
@@ -276,7 +291,31 @@ mod tests {
             classify(body.as_bytes()),
             Kind::Rejected(RejectionReason::InvalidJson)
         );
-        assert!(rejection_detail(body.as_bytes()).contains("not valid JSON"));
+        assert!(rejection_detail(body.as_bytes(), DEFAULT_MAX_DEPTH).contains("deeper than 64"));
+    }
+
+    #[test]
+    fn objects_nested_too_deep_are_refused_on_the_fast_path_too() {
+        // The probe skips fields it does not read without serde's recursion
+        // limit; the depth count catches them.
+        let deep = format!(
+            r#"{{"productID":1,"deep":{}1{}}}"#,
+            r#"{"a":"#.repeat(200),
+            "}".repeat(200)
+        );
+        assert_eq!(
+            classify(deep.as_bytes()),
+            Kind::Rejected(RejectionReason::InvalidJson)
+        );
+        let within = format!(
+            r#"{{"productID":1,"deep":{}1{}}}"#,
+            r#"{"a":"#.repeat(63),
+            "}".repeat(63)
+        );
+        assert_eq!(classify(within.as_bytes()), Kind::Visit);
+        let strict = inspect(within.as_bytes(), 10).kind;
+        assert_eq!(strict, Kind::Rejected(RejectionReason::InvalidJson));
+        assert!(rejection_detail(within.as_bytes(), 10).contains("deeper than 10 levels"));
     }
 
     #[test]

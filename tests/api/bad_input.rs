@@ -127,3 +127,60 @@ async fn every_bad_input_gets_its_status_and_nothing_accepted_is_lost() {
     );
     assert_eq!(depth(&format!("{}.visits.rejected", small.prefix)).await, 1);
 }
+
+/// A Finish Visit with one extra field nested `levels` deep, as objects
+/// (`{"a":{"a":…1…}}`) or as arrays (`[[…1…]]`).
+fn nested_visit(levels: usize, objects: bool) -> Vec<u8> {
+    let (open, close) = if objects {
+        (r#"{"a":"#, "}")
+    } else {
+        ("[", "]")
+    };
+    format!(
+        r#"{{"productID":1,"visitID":"DEEP","deep":{}1{}}}"#,
+        open.repeat(levels),
+        close.repeat(levels)
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn bodies_nested_past_max_json_depth_are_refused_whatever_they_nest() {
+    let app = spawn_app_with(&[("MAX_JSON_DEPTH", "16")]).await;
+    app.wait_connected().await;
+    let too_deep = [
+        ("objects 50,000 deep", nested_visit(50_000, true)),
+        ("arrays 50,000 deep", nested_visit(50_000, false)),
+        ("objects one past the limit", nested_visit(16, true)),
+    ];
+    for (name, body) in &too_deep {
+        let resp = app.post_visit(body.clone(), Some(KEY)).await;
+        assert_eq!(resp.status(), 400, "{name}");
+        let error: serde_json::Value = resp.json().await.expect("JSON body");
+        assert_eq!(error["error"], "invalid_json", "{name}");
+        let detail = error["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("deeper than 16 levels"), "{name}: {detail}");
+    }
+    let at_the_limit = nested_visit(15, true);
+    assert_eq!(
+        app.post_visit(at_the_limit.clone(), Some(KEY))
+            .await
+            .status(),
+        202,
+        "the body's own object plus 15 levels is 16"
+    );
+
+    app.wait_spool_empty().await;
+    let prefix = &app.prefix;
+    let kept = crate::helpers::take(&format!("{prefix}.visits.rejected"), too_deep.len()).await;
+    for (name, body) in &too_deep {
+        assert!(
+            kept.iter().any(|m| &m.body == body),
+            "{name} kept on rejected"
+        );
+    }
+    let raw = crate::helpers::take(&format!("{prefix}.visits.raw.debt_collection"), 1).await;
+    assert_eq!(raw[0].body, at_the_limit, "only the body within the limit");
+    crate::helpers::assert_stays_empty(&format!("{prefix}.visits.raw.debt_collection")).await;
+    assert_eq!(depth(&format!("{prefix}.visits.debt_collection")).await, 1);
+}

@@ -10,7 +10,7 @@ use lapin::types::AMQPValue;
 use super::ReplayArgs;
 use crate::publisher::archive::Start;
 use crate::publisher::{headers as header, message, topology::Topology};
-use crate::visit::{Envelope, Product, inspect};
+use crate::visit::{DEPTH_CEILING, Envelope, Product, inspect};
 
 /// What to replay and where to, checked before connecting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +75,7 @@ pub(super) fn matches(plan: &Plan, envelope: &Envelope) -> bool {
     if plan.product.is_none() && plan.visit_ids.is_empty() {
         return true;
     }
-    let inspection = inspect(&envelope.body);
+    let inspection = inspect(&envelope.body, DEPTH_CEILING);
     plan.product.is_none_or(|p| p == inspection.product)
         && (plan.visit_ids.is_empty()
             || inspection

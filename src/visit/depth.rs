@@ -1,0 +1,79 @@
+//! How deeply a body nests objects and arrays, found in one pass over its
+//! bytes without parsing it.
+//!
+//! serde_json refuses values nested deeper than 128 when it builds them, but
+//! skips ignored values without a limit, so a body with a few fields read
+//! and one nested 50,000 deep would pass the ingress's probe and reach
+//! consumers whose parsers give up on it. Counting brackets first gives
+//! every body, objects and arrays alike, the same limit.
+
+/// The deepest any relay accepts: serde_json's own recursion limit, so
+/// every accepted body can be parsed in full (normalization, replay).
+pub const DEPTH_CEILING: usize = 128;
+/// `MAX_JSON_DEPTH`'s default: far above the vendor's payloads (the
+/// example nests 4 deep), far below what breaks a consumer's parser.
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+
+/// The deepest nesting of objects and arrays in `body`, counted as far as
+/// `stop + 1` (a caller comparing with `stop` needs no more). Brackets
+/// inside strings do not count. For bytes that are not JSON the figure
+/// means little, but such a body is refused anyway.
+pub fn nesting_depth(body: &[u8], stop: usize) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > deepest {
+                    deepest = depth;
+                    if deepest > stop {
+                        return deepest;
+                    }
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_and_arrays_count_alike_and_strings_not_at_all() {
+        assert_eq!(nesting_depth(b"1", 10), 0);
+        assert_eq!(nesting_depth(br#"{"a":1}"#, 10), 1);
+        assert_eq!(nesting_depth(br#"{"a":[{"b":[]}],"c":{}}"#, 10), 4);
+        assert_eq!(nesting_depth(br#"{"a":"[[[{{{\"[[["}"#, 10), 1);
+        assert_eq!(nesting_depth(br#"{"a":"\\","b":[1]}"#, 10), 2);
+    }
+
+    #[test]
+    fn counting_stops_just_past_the_limit() {
+        let deep = "[".repeat(100_000);
+        assert_eq!(nesting_depth(deep.as_bytes(), 64), 65);
+        let objects = r#"{"a":"#.repeat(1_000);
+        assert_eq!(nesting_depth(objects.as_bytes(), 2_000), 1_000);
+    }
+
+    #[test]
+    fn the_vendor_example_sits_far_below_the_default() {
+        let example = include_bytes!("../../tests/fixtures/finish-visit-example.json");
+        let depth = nesting_depth(example, DEPTH_CEILING);
+        assert!((1..=8).contains(&depth), "{depth}");
+    }
+}
