@@ -38,26 +38,15 @@ pub async fn declare(
             .await?;
     }
     for queue in topology.queues() {
-        // A stream's retention is fixed when it is created; redeclaring it
-        // after ARCHIVE_MAX_AGE changed would fail and stop all delivery
-        // for the sake of the archive. An existing archive is kept as is.
-        if matches!(queue.kind, QueueKind::Stream(_)) && exists(connection, &queue.name).await {
-            continue;
-        }
-        let mut arguments = FieldTable::default();
-        for (name, value) in queue.arguments() {
-            let value = match value {
-                Argument::Text(text) => long_string(&text),
-                Argument::Integer(n) => {
-                    AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX))
-                }
-            };
-            arguments.insert(name.into(), value);
-        }
+        let arguments = queue_arguments(&queue.arguments());
         let options = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
         };
+        if matches!(queue.kind, QueueKind::Stream(_)) {
+            declare_stream(connection, &queue.name, options, arguments).await?;
+            continue;
+        }
         channel
             .queue_declare(queue.name.as_str().into(), options, arguments)
             .await?;
@@ -92,17 +81,46 @@ pub async fn check_queue(channel: &Channel, queue: &str) -> lapin::Result<()> {
         .map(|_| ())
 }
 
-/// Whether `queue` exists, asked on a channel of its own: the broker closes
-/// the channel of a passive declaration that fails.
-async fn exists(connection: &Connection, queue: &str) -> bool {
-    let Ok(channel) = connection.create_channel().await else {
-        return false;
-    };
-    let found = check_queue(&channel, queue).await.is_ok();
-    if found {
-        let _ = channel.close(200, "checked".into()).await;
+/// Declares a stream on a channel of its own. A stream's retention is fixed
+/// when it is created: redeclaring it after `ARCHIVE_MAX_AGE` changed is
+/// refused (and closes the channel), which must not stop all delivery for
+/// the sake of the archive, so an archive declared otherwise is kept as is.
+/// Declaring rather than asking first keeps a healthy start free of the
+/// broker's NOT_FOUND for a stream that does not exist yet.
+async fn declare_stream(
+    connection: &Connection,
+    name: &str,
+    options: QueueDeclareOptions,
+    arguments: FieldTable,
+) -> lapin::Result<()> {
+    let channel = connection.create_channel().await?;
+    match channel.queue_declare(name.into(), options, arguments).await {
+        Ok(_) => {
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(())
+        }
+        Err(error) if error.is_amqp_soft_error() => {
+            tracing::warn!(
+                stream = name, %error,
+                "the archive stream exists with other retention settings; it is kept as declared"
+            );
+            Ok(())
+        }
+        Err(error) => Err(error),
     }
-    found
+}
+
+/// A queue's declaration arguments as an AMQP table.
+fn queue_arguments(arguments: &[(&'static str, Argument)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in arguments {
+        let value = match value {
+            Argument::Text(text) => long_string(text),
+            Argument::Integer(n) => AMQPValue::LongLongInt(i64::try_from(*n).unwrap_or(i64::MAX)),
+        };
+        table.insert((*name).into(), value);
+    }
+    table
 }
 
 fn long_string(s: &str) -> AMQPValue {

@@ -279,3 +279,41 @@ async fn a_real_prometheus_scrapes_the_relay_and_runs_every_panel_query_and_rule
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_healthy_first_start_logs_no_warning_or_error() {
+    let prefix = crate::helpers::random_prefix();
+    let _cleanup = crate::helpers::Cleanup::new(&prefix);
+    let spool = tempfile::tempdir().expect("tempdir");
+    // A fresh topology: nothing declared yet, the archive stream included.
+    let relay = crate::process::start_relay(&prefix, spool.path(), None).await;
+    relay.wait_connected().await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/webhooks/finish-visit", relay.base))
+        .header("api-key", KEY)
+        .body(FIXTURE)
+        .send()
+        .await
+        .expect("posted");
+    assert_eq!(response.status(), 202);
+    let queue = format!("{prefix}.visits.debt_collection");
+    wait_for("the visit to arrive", Duration::from_secs(20), async || {
+        crate::helpers::depth(&queue).await == 1
+    })
+    .await;
+
+    let (status, logs) = relay.terminate_with_logs().await;
+    assert!(status.success(), "{status}");
+    let alarming: Vec<&Value> = logs
+        .iter()
+        .filter(|line| matches!(line["level"].as_str(), Some("WARN" | "ERROR")))
+        .collect();
+    assert!(
+        alarming.is_empty(),
+        "a healthy start, run and stop: {alarming:#?}"
+    );
+    assert!(
+        logs.iter().any(|l| l["message"] == "kobra-relay stopped"),
+        "the logs were read to the end: {logs:#?}"
+    );
+}

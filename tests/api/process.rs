@@ -20,6 +20,8 @@ pub struct RelayProcess {
     /// Admin base URL.
     pub admin: String,
     logs: Arc<Mutex<Vec<Value>>>,
+    /// Reads stdout into `logs` until the process closes it.
+    reader: tokio::task::JoinHandle<()>,
 }
 
 /// Starts the binary with JSON logs and waits until it reports ready.
@@ -58,7 +60,7 @@ pub async fn start_relay_with(
     let stdout = child.stdout.take().expect("stdout");
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink = logs.clone();
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             if std::env::var_os("TEST_LOG").is_some() {
@@ -82,6 +84,7 @@ pub async fn start_relay_with(
                 base: format!("http://{}", line["ingress"].as_str().expect("ingress")),
                 admin: format!("http://{}", line["admin"].as_str().expect("admin")),
                 logs,
+                reader,
             };
         }
         assert!(
@@ -142,17 +145,34 @@ impl RelayProcess {
         self.child.wait().await.expect("reaped");
     }
 
+    /// SIGTERM, a clean exit awaited, and every line the process logged.
+    pub async fn terminate_with_logs(self) -> (std::process::ExitStatus, Vec<Value>) {
+        let logs = self.logs.clone();
+        let reader = self.terminate_keeping_reader().await;
+        let status = reader.0;
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader.1).await;
+        let lines = logs.lock().expect("logs").clone();
+        (status, lines)
+    }
+
     /// SIGTERM, then waits (bounded) for a clean exit.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(self) -> std::process::ExitStatus {
+        self.terminate_keeping_reader().await.0
+    }
+
+    async fn terminate_keeping_reader(
+        mut self,
+    ) -> (std::process::ExitStatus, tokio::task::JoinHandle<()>) {
         let pid = self.child.id().expect("running").to_string();
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill -TERM");
         assert!(status.success());
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("exits within 30 s of SIGTERM")
-            .expect("reaped")
+            .expect("reaped");
+        (status, self.reader)
     }
 }
