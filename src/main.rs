@@ -132,7 +132,7 @@ fn serve(settings: Settings) -> ExitCode {
         let app = match App::build(settings).await {
             Ok(app) => app,
             Err(error) => {
-                tracing::error!(error = format!("{error:#}"), "cannot start");
+                // Said once, on stderr, where a failed start is looked for.
                 eprintln!("kobra-relay: {error:#}");
                 return ExitCode::from(2);
             }

@@ -273,3 +273,29 @@ async fn spool_lists_what_waits_for_the_broker() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("KOBRA_RELAY_SPOOL_DIR"));
 }
+
+#[tokio::test]
+async fn a_failed_start_says_why_once_on_stderr() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let spool = tempfile::tempdir().expect("tempdir");
+    let output = run(
+        &["serve"],
+        &[
+            ("API_KEYS", "test:k"),
+            ("LISTEN", &address),
+            ("ADMIN_LISTEN", "127.0.0.1:0"),
+            ("SPOOL_DIR", spool.path().to_str().expect("utf-8")),
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&output.stderr);
+    let all = format!("{}{err}", stdout(&output));
+    assert_eq!(
+        all.matches("KOBRA_RELAY_LISTEN").count(),
+        1,
+        "the reason once, naming the setting: {all}"
+    );
+    assert!(err.contains("cannot be bound"), "on stderr: {err}");
+}
