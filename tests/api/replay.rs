@@ -454,3 +454,24 @@ async fn other_products_are_archived_through_the_unrouted_fanout_and_replayed_on
     assert_eq!(again.header("x-replayed"), Some(&AMQPValue::Boolean(true)));
     assert_stays_empty(&unrouted).await;
 }
+
+#[tokio::test]
+async fn a_replay_that_matches_nothing_says_so_and_exits_3() {
+    let app = spawn_app().await;
+    post_numbered(&app, 0..2).await;
+    take(&queue(&app, "debt_collection"), 2).await;
+
+    let output = replay(&app, &["--since", "first", "--visit-id", "NOT-ARCHIVED"]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert_eq!(summary(&output)["matched"], 0);
+    assert!(
+        stderr(&output).contains("nothing matched"),
+        "{}",
+        stderr(&output)
+    );
+    assert_stays_empty(&queue(&app, "debt_collection")).await;
+
+    let found = replay(&app, &["--since", "first", "--visit-id", "V00001"]).await;
+    assert_eq!(found.status.code(), Some(0), "{}", stderr(&found));
+    take(&queue(&app, "debt_collection"), 1).await;
+}

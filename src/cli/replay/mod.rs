@@ -98,6 +98,9 @@ pub(super) enum End {
 
 /// The shell's code for a command stopped by Ctrl-C (128 + SIGINT).
 const INTERRUPTED: u8 = 130;
+/// Nothing in the window matched the filters, so nothing was published: a
+/// `--visit-id` that is not archived, or an empty window.
+const NOTHING_MATCHED: u8 = 3;
 
 /// Replays the archive and prints a summary; Ctrl-C stops once the
 /// messages already sent are confirmed.
@@ -150,6 +153,18 @@ fn report(plan: &Plan, tally: &Tally, end: &End) -> ExitCode {
         .map(|n| format!("--offset {n}"))
         .unwrap_or_else(|| "the same start".to_owned());
     match end {
+        End::Done if tally.matched == 0 => {
+            eprintln!(
+                "kobra-relay replay: nothing matched: {} archived visits read in the window, none {}",
+                tally.read,
+                if plan.product.is_some() || !plan.visit_ids.is_empty() {
+                    "with the --product or --visit-id asked for"
+                } else {
+                    "at all"
+                }
+            );
+            ExitCode::from(NOTHING_MATCHED)
+        }
         End::Done => {
             if let Some(n) = tally.next_offset {
                 eprintln!("kobra-relay replay: done; later visits start at --offset {n}");
