@@ -88,3 +88,50 @@ fn the_asyncapi_messages_carry_the_relays_types_and_the_shipped_schema() {
         serde_json::json!(["invalid_json", "not_an_object", "invalid_utf8"])
     );
 }
+
+/// Lines that break a Markdown table: text between its rows, before the
+/// blank line that ends it (a benchmark's log line pasted into its figures).
+fn broken_table_lines(text: &str) -> Vec<String> {
+    let mut in_table = false;
+    let mut in_code = false;
+    let mut broken = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            in_table = false;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        if line.starts_with('|') {
+            in_table = true;
+        } else if line.trim().is_empty() {
+            in_table = false;
+        } else if in_table {
+            broken.push(format!("line {}: {line}", number + 1));
+        }
+    }
+    broken
+}
+
+#[test]
+fn every_markdown_table_in_the_docs_is_rows_only() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable");
+        let broken = broken_table_lines(&text);
+        assert!(broken.is_empty(), "{}: {broken:#?}", file.display());
+    }
+    assert_eq!(
+        broken_table_lines("| a |\n|---|\nrelay pid 1: log\n| 1 |\n"),
+        ["line 3: relay pid 1: log"]
+    );
+}
