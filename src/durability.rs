@@ -95,10 +95,15 @@ impl Sink {
     /// refuses without consuming the upload.
     ///
     /// # Errors
-    /// The spool has no room for `declared_len` bytes, or (confirm mode) no
-    /// broker is connected.
+    /// The spool has no room for `declared_len` bytes or its last write
+    /// failed, or (confirm mode) no broker is connected.
     pub fn check_room(&self, declared_len: u64) -> Result<(), Unavailable> {
         match &self.target {
+            Target::Spool(spool) | Target::Replicated { spool, .. }
+                if spool.write_failure().is_some() =>
+            {
+                Err(Unavailable::SpoolUnwritable)
+            }
             Target::Spool(spool) | Target::Replicated { spool, .. }
                 if !spool.has_room_for(declared_len) =>
             {

@@ -12,7 +12,7 @@ use prometheus::{
 use std::time::Duration;
 
 use crate::auth::AuthError;
-use crate::spool::SpoolStats;
+use crate::spool::{SpoolStats, WriteFailureKind};
 use crate::visit::{Product, RejectionReason, WARNING_FIELDS};
 
 /// The ingress route label.
@@ -115,6 +115,7 @@ pub struct Metrics {
     duplicates_redelivered: IntCounter,
     archive_appended: IntCounter,
     open_connections: IntGauge,
+    spool_write_failures: IntCounterVec,
 }
 
 /// Latency buckets from 100 µs to 10 s.
@@ -275,6 +276,11 @@ impl Metrics {
                 "http_open_connections",
                 "Open ingress connections that have sent a request.",
             ),
+            spool_write_failures: r.counters(
+                "spool_write_failures_total",
+                "Spool writes that failed, by kind (no_space, read_only, io); /readyz fails until one succeeds.",
+                &["kind"],
+            ),
             registry: registry.clone(),
         };
         registry
@@ -331,6 +337,10 @@ impl Metrics {
         }
         for field in WARNING_FIELDS {
             self.normalization_warnings.with_label_values(&[field]);
+        }
+        for kind in WriteFailureKind::ALL {
+            self.spool_write_failures
+                .with_label_values(&[kind.as_str()]);
         }
     }
 
@@ -442,8 +452,16 @@ impl Metrics {
             .set(i64::try_from(max_bytes).unwrap_or(i64::MAX));
     }
 
-    /// Mirrors the spool's occupancy into the gauges.
+    /// Mirrors the spool's occupancy into the gauges, and its count of
+    /// failed writes into `spool_write_failures_total` (the spool counts;
+    /// the counter catches up at each scrape).
     pub fn observe_spool(&self, stats: SpoolStats, now: jiff::Timestamp) {
+        for (kind, total) in WriteFailureKind::ALL.iter().zip(stats.write_failures) {
+            let counter = self
+                .spool_write_failures
+                .with_label_values(&[kind.as_str()]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         self.spool_entries
             .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
         self.spool_bytes

@@ -29,6 +29,8 @@ use crate::tls::{self, TlsFiles, TlsReloader};
 const HTTP_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// The admin listener's drain: probes and scrapes are short.
 const ADMIN_DRAIN_DEADLINE: Duration = Duration::from_secs(1);
+/// How often a spool whose last write failed is probed for room again.
+const SPOOL_RECHECK: Duration = Duration::from_secs(1);
 
 /// A built relay, ready to serve.
 pub struct App {
@@ -148,6 +150,9 @@ impl App {
         let state = self.state.clone();
         tokio::spawn(reload::watch(self.reloadable(), admin_stop.clone()));
         let drain_task = state.sink.spool().map(|spool| {
+            let recheck = spool.clone();
+            let stop = drain_stop.clone();
+            tokio::spawn(async move { recheck.recheck_writes(SPOOL_RECHECK, stop).await });
             let publisher = &state.publisher;
             tokio::spawn(
                 publisher

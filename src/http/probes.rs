@@ -30,12 +30,17 @@ struct SpoolReport {
     entries: u64,
     bytes: u64,
     oldest_age_seconds: u64,
+    /// Only while the last write failed: `kind: message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    write_error: Option<String>,
 }
 
 /// `GET /readyz`: 200 while requests can be made durable.
 ///
 /// In `spool` and `replicated` mode a broker outage alone does not make the
-/// relay unready (the spool absorbs it); a full spool or shutdown does, and,
+/// relay unready (the spool absorbs it); a full spool, a spool whose last
+/// write failed (until one succeeds; `spool.writeError` says why) or
+/// shutdown does, and,
 /// when `READINESS_STALL_TIMEOUT` is set, a spool that stopped draining:
 /// visits waiting that long while none was delivered for as long, so a load
 /// balancer prefers relays that reach the broker. In `confirm` mode
@@ -50,18 +55,22 @@ pub fn ready(state: &AppState) -> HttpResponse {
                 entries: stats.entries,
                 bytes: stats.bytes,
                 oldest_age_seconds: stats.oldest_age(jiff::Timestamp::now()).as_secs(),
+                write_error: spool
+                    .write_failure()
+                    .map(|f| format!("{}: {}", f.kind.as_str(), f.message)),
             };
             let stalled = state.readiness_stall_timeout.is_some_and(|limit| {
                 stats.oldest_age(jiff::Timestamp::now()) >= limit
                     && state.publisher.since_last_delivery() >= limit
             });
-            (report, !stats.full && !stalled)
+            (report, !stats.full && !stalled && !stats.unwritable)
         }
         None => (
             SpoolReport {
                 entries: 0,
                 bytes: 0,
                 oldest_age_seconds: 0,
+                write_error: None,
             },
             connected,
         ),

@@ -23,6 +23,7 @@
 //!
 //! The relay's visits touch the disk only here.
 
+mod health;
 mod inspect;
 pub mod record;
 mod recovery;
@@ -43,7 +44,10 @@ use std::{
 
 use jiff::Timestamp;
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
+use health::Health;
+pub use health::{WriteFailure, WriteFailureKind};
 pub use inspect::{Inspection, inspect};
 use recovery::recover;
 use segment::{acks_path, create_segment, delete_segment};
@@ -108,6 +112,10 @@ pub struct SpoolStats {
     pub oldest: Option<Timestamp>,
     /// An append was refused for space and nothing has been removed since.
     pub full: bool,
+    /// The last write failed and none has succeeded since.
+    pub unwritable: bool,
+    /// Failed writes so far, in the order of [`WriteFailureKind::ALL`].
+    pub write_failures: [u64; 3],
 }
 
 impl SpoolStats {
@@ -174,6 +182,8 @@ struct Shared {
     full: AtomicBool,
     /// Group commits so far (one fdatasync each).
     commits: AtomicU64,
+    /// Whether writes work, and how often they failed.
+    health: Health,
     _lock: File,
 }
 
@@ -228,6 +238,7 @@ impl Spool {
             closed: AtomicBool::new(false),
             full: AtomicBool::new(false),
             commits: AtomicU64::new(0),
+            health: Health::default(),
             _lock: lock,
         });
         let (sender, requests) = mpsc::unbounded_channel();
@@ -441,6 +452,8 @@ impl Spool {
             bytes: state.live_bytes,
             oldest: state.entries.values().next().map(|m| m.received_at),
             full: self.shared.full.load(Ordering::Acquire),
+            unwritable: self.shared.health.is_failing(),
+            write_failures: self.shared.health.counts(),
         }
     }
 
@@ -453,6 +466,39 @@ impl Spool {
     /// concurrent requests share them.
     pub fn commits(&self) -> u64 {
         self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// The write failure in force: set when a group commit fails, cleared
+    /// when one succeeds or [`Spool::recheck_writes`] finds the disk
+    /// writable again.
+    pub fn write_failure(&self) -> Option<WriteFailure> {
+        self.shared.health.current()
+    }
+
+    /// While a write failure is in force, probes the disk every `every`
+    /// until `stop` is cancelled: nothing is appended meanwhile (requests
+    /// are refused early and load balancers stop sending), so without the
+    /// probe a disk that has room again would never be noticed.
+    pub async fn recheck_writes(&self, every: std::time::Duration, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            if !self.shared.health.is_failing() {
+                continue;
+            }
+            let dir = self.shared.dir.clone();
+            match tokio::task::spawn_blocking(move || health::probe(&dir)).await {
+                Ok(Ok(())) => self.shared.health.succeeded(),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "the spool still cannot be written")
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     /// Refuses further appends; pending entries stay on disk for the next start.

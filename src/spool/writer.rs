@@ -106,6 +106,7 @@ impl Writer {
             return;
         }
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        self.shared.health.succeeded();
         self.segment_len += buf.len() as u64;
         self.next_seq += batch.len() as u64;
 
@@ -146,7 +147,10 @@ impl Writer {
     }
 
     fn fail(&self, batch: &mut Vec<WriteRequest>, error: SpoolError) {
-        tracing::error!(error = %error, source = ?std::error::Error::source(&error), "spool write failed; requests answered 503");
+        if let SpoolError::Io { source, .. } = &error {
+            self.shared.health.failed(source);
+        }
+        tracing::error!(error = %error, source = ?std::error::Error::source(&error), "spool write failed; requests answered 503 and /readyz fails until a write succeeds");
         for request in batch.drain(..) {
             self.shared
                 .reserved

@@ -459,3 +459,104 @@ async fn shutdown_turns_unready_and_finishes_requests_already_in_flight() {
     let expected: HashSet<String> = [message_id.to_owned()].into();
     assert_all_arrive(&format!("{prefix}.visits.raw.debt_collection"), &expected).await;
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` where mounting is not allowed (not root, no tmpfs).
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Self { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_makes_the_relay_unready_and_it_recovers_without_a_restart() {
+    let Some(disk) = SmallDisk::mount("2m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root), so no full disk to test");
+        return;
+    };
+    let prefix = random_prefix();
+    let _cleanup = crate::helpers::Cleanup::new(&prefix);
+    let proxy = Proxy::start(rabbitmq()).await;
+    proxy.cut();
+    let app = spawn_at(&prefix, disk.path(), &[("AMQP_URL", &proxy.amqp_url())]).await;
+
+    // The broker is away, so the spool can only grow until the disk is full.
+    let visit = |n: usize| {
+        serde_json::json!({"productID": 1, "visitID": format!("V{n:05}"), "padding": "x".repeat(2_000)})
+            .to_string()
+    };
+    let mut accepted = 0;
+    let refusal: Value = loop {
+        assert!(accepted < 5_000, "2 MiB cannot hold {accepted} visits");
+        let response = app.post_visit(visit(accepted), Some(KEY)).await;
+        match response.status().as_u16() {
+            202 => accepted += 1,
+            503 => break response.json().await.expect("JSON body"),
+            other => panic!("unexpected {other}"),
+        }
+    };
+    assert!(accepted > 100, "only {accepted} visits fitted");
+    assert!(
+        refusal["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("cannot be written")),
+        "{refusal}"
+    );
+
+    let (status, ready) = app.readyz().await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["ready"], false);
+    let reason = ready["spool"]["writeError"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("no_space"), "{ready}");
+    let metrics = app.metrics().await;
+    assert!(
+        !metrics.contains(r#"kobra_relay_spool_write_failures_total{kind="no_space"} 0"#)
+            && metrics.contains(r#"kobra_relay_spool_write_failures_total{kind="no_space"}"#),
+        "{metrics}"
+    );
+    let early = app.post_visit(visit(9_999), Some(KEY)).await;
+    assert_eq!(early.status(), 503, "refused before the body is read");
+
+    // The broker returns: the spool drains, its segment is deleted, and the
+    // disk has room again.
+    proxy.restore();
+    wait_until("the relay is ready again", async || {
+        app.readyz().await.0 == 200
+    })
+    .await;
+    assert!(app.readyz().await.1["spool"].get("writeError").is_none());
+    assert_eq!(
+        app.post_visit(visit(accepted), Some(KEY)).await.status(),
+        202,
+        "accepting again, no restart"
+    );
+    accepted += 1;
+    let raw = format!("{prefix}.visits.raw.debt_collection");
+    wait_until("every accepted visit is delivered", async || {
+        crate::helpers::depth(&raw).await as usize == accepted
+    })
+    .await;
+    app.stop().await;
+}
