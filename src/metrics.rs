@@ -116,6 +116,7 @@ pub struct Metrics {
     archive_appended: IntCounter,
     open_connections: IntGauge,
     spool_write_failures: IntCounterVec,
+    spool_damaged_records: IntCounter,
 }
 
 /// Latency buckets from 100 µs to 10 s.
@@ -280,6 +281,10 @@ impl Metrics {
                 "spool_write_failures_total",
                 "Spool writes that failed, by kind (no_space, read_only, io); /readyz fails until one succeeds.",
                 &["kind"],
+            ),
+            spool_damaged_records: r.counter(
+                "spool_damaged_records_total",
+                "Accepted visits found unreadable in the spool at start (damaged, not a torn write); their bytes are in SPOOL_DIR/quarantine.",
             ),
             registry: registry.clone(),
         };
@@ -450,6 +455,11 @@ impl Metrics {
     pub fn spool_capacity(&self, max_bytes: u64) {
         self.spool_max_bytes
             .set(i64::try_from(max_bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Damaged acknowledged records that recovery found (and quarantined).
+    pub fn spool_damaged(&self, records: u64) {
+        self.spool_damaged_records.inc_by(records);
     }
 
     /// Mirrors the spool's occupancy into the gauges, and its count of

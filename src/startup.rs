@@ -231,6 +231,7 @@ fn open_spool(settings: &SpoolSettings, metrics: &Metrics) -> anyhow::Result<(Sp
                 settings.dir.display()
             )
         })?;
+    metrics.spool_damaged(report.quarantined.len() as u64);
     if report.pending > 0 || !report.damaged.is_empty() {
         tracing::info!(
             pending = report.pending,

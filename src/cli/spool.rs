@@ -105,6 +105,14 @@ fn render_stats(settings: &Settings, inspection: &Inspection, now: Timestamp) ->
             path.display()
         );
     }
+    let _ = writeln!(
+        out,
+        "quarantined       {} (damaged accepted visits, kept for inspection)",
+        inspection.quarantined.len()
+    );
+    for (path, bytes) in &inspection.quarantined {
+        let _ = writeln!(out, "  {}: {bytes} bytes", path.display());
+    }
     out
 }
 

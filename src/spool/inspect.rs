@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::recovery::scan_segment;
+use super::recovery::{quarantine_dir, scan_segment};
 use super::segment::{acks_path, read_acks, segment_ids, segment_path};
 use super::{SpoolError, SpoolStats};
 use crate::visit::Envelope;
@@ -27,6 +27,9 @@ pub struct Inspection {
     pub acknowledged: u64,
     /// Damaged regions: (segment file, byte offset, bytes skipped).
     pub damaged: Vec<(PathBuf, u64, u64)>,
+    /// Copies of damaged acknowledged records kept by recovery, with their
+    /// sizes: `quarantine/<segment>-<offset>.damaged`.
+    pub quarantined: Vec<(PathBuf, u64)>,
     /// The oldest pending entries, up to the `keep` asked for, with their
     /// sequence numbers.
     pub oldest: Vec<(u64, Envelope)>,
@@ -55,7 +58,7 @@ pub fn inspect(dir: &Path, keep: usize) -> Result<Inspection, SpoolError> {
         let acked = read_acks(&acks_path(dir, id));
         let stats = &mut inspection.stats;
         let oldest = &mut inspection.oldest;
-        let scan = scan_segment(&path, &bytes, &acked, |seq, _, len, envelope| {
+        let scan = scan_segment(&bytes, &acked, |seq, _, len, envelope| {
             stats.entries += 1;
             stats.bytes += len;
             let at = envelope.receipt.received_at;
@@ -65,9 +68,24 @@ pub fn inspect(dir: &Path, keep: usize) -> Result<Inspection, SpoolError> {
             }
         });
         inspection.acknowledged += scan.acknowledged;
-        inspection.damaged.extend(scan.damaged);
+        let damaged = scan.damaged.iter().map(|d| (path.clone(), d.offset, d.len));
+        inspection.damaged.extend(damaged);
     }
+    inspection.quarantined = quarantined(dir);
     Ok(inspection)
+}
+
+/// The files in the quarantine directory, oldest name first.
+fn quarantined(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(entries) = fs::read_dir(quarantine_dir(dir)) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(PathBuf, u64)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
+        .collect();
+    files.sort();
+    files
 }
 
 fn held_by_another_process(lock_path: &Path) -> bool {

@@ -140,6 +140,9 @@ pub struct RecoveryReport {
     pub last_pending_seq: Option<u64>,
     /// Damaged regions skipped: (segment file, byte offset, bytes skipped).
     pub damaged: Vec<(PathBuf, u64, u64)>,
+    /// Copies of damaged records that had been acknowledged (not torn
+    /// tails), in `SPOOL_DIR/quarantine/`.
+    pub quarantined: Vec<PathBuf>,
 }
 
 /// Where a pending entry's bytes are: the memory cache or a segment range.

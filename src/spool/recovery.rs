@@ -1,6 +1,13 @@
 //! Recovery at open: every segment decoded, confirmed entries skipped,
-//! damaged regions (a torn tail after a crash, or corruption) logged and
-//! skipped, and drained segments deleted.
+//! damaged regions logged and skipped, and drained segments deleted.
+//!
+//! Damage comes in two kinds. A **torn tail** (the last record of a segment
+//! cut short, or zeros where an unsynced write never landed) is what a crash
+//! during a write leaves: that request was never acknowledged, and a
+//! warning says so. Damage **anywhere else** is a record that was
+//! acknowledged and can no longer be read: an error says so, and its bytes
+//! are copied to `quarantine/` beside the segments before the segment can
+//! be deleted, for an operator to look at.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -34,7 +41,7 @@ pub(super) fn recover(dir: &Path) -> Result<(State, RecoveryReport, u64, u64), S
         let bytes = fs::read(&path).map_err(SpoolError::io(&path))?;
         let acked = read_acks(&acks_path(dir, id));
         let mut live = 0;
-        let scan = scan_segment(&path, &bytes, &acked, |seq, offset, len, envelope| {
+        let scan = scan_segment(&bytes, &acked, |seq, offset, len, envelope| {
             state.entries.insert(
                 seq,
                 EntryMeta {
@@ -50,7 +57,9 @@ pub(super) fn recover(dir: &Path) -> Result<(State, RecoveryReport, u64, u64), S
         });
         max_seq = max_seq.max(scan.max_seq);
         report.acknowledged += scan.acknowledged;
-        report.damaged.extend(scan.damaged);
+        for damage in &scan.damaged {
+            report_damage(dir, id, &path, &bytes, damage, &mut report)?;
+        }
         if live == 0 {
             delete_segment(dir, id);
             continue;
@@ -74,17 +83,69 @@ pub(super) fn recover(dir: &Path) -> Result<(State, RecoveryReport, u64, u64), S
     Ok((state, report, max_seq + 1, next_segment))
 }
 
+/// Logs one damaged region and, unless it is a torn tail, copies its bytes
+/// to the quarantine directory.
+fn report_damage(
+    dir: &Path,
+    id: u64,
+    path: &Path,
+    bytes: &[u8],
+    damage: &Damage,
+    report: &mut RecoveryReport,
+) -> Result<(), SpoolError> {
+    let (offset, len) = (damage.offset, damage.len);
+    report.damaged.push((path.to_owned(), offset, len));
+    if damage.torn_tail {
+        tracing::warn!(
+            segment = %path.display(), offset, skipped_bytes = len, error = %damage.error,
+            "spool: skipping a torn record at the end of a segment (a crash during a write leaves one; that request was never acknowledged)"
+        );
+        return Ok(());
+    }
+    let quarantine = quarantine_dir(dir);
+    let copy = quarantine.join(format!("{id:020}-{offset}.damaged"));
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    let end = start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+    fs::create_dir_all(&quarantine)
+        .and_then(|()| fs::write(&copy, &bytes[start..end.min(bytes.len())]))
+        .and_then(|()| File::open(&copy)?.sync_all())
+        .and_then(|()| File::open(&quarantine)?.sync_all())
+        .map_err(SpoolError::io(&copy))?;
+    tracing::error!(
+        segment = %path.display(), offset, damaged_bytes = len, error = %damage.error,
+        quarantined = %copy.display(),
+        "spool: an accepted visit cannot be read (a record damaged in the middle of a segment); its bytes are kept in quarantine"
+    );
+    report.quarantined.push(copy);
+    Ok(())
+}
+
+/// Where the bytes of damaged records are kept: `quarantine/` in the spool.
+pub(super) fn quarantine_dir(dir: &Path) -> PathBuf {
+    dir.join("quarantine")
+}
+
 /// What one pass over a segment found besides its pending entries.
 pub(super) struct SegmentScan {
     pub(super) max_seq: u64,
     pub(super) acknowledged: u64,
-    pub(super) damaged: Vec<(PathBuf, u64, u64)>,
+    pub(super) damaged: Vec<Damage>,
+}
+
+/// One damaged region of a segment.
+pub(super) struct Damage {
+    pub(super) offset: u64,
+    pub(super) len: u64,
+    /// The region runs to the end of the file and is a record cut short or
+    /// zeros: a write that a crash interrupted, never acknowledged.
+    pub(super) torn_tail: bool,
+    pub(super) error: record::DecodeError,
 }
 
 /// Decodes every record of a segment, calls `pending(seq, offset, len,
-/// envelope)` for each one not in `acked`, and logs and skips damage.
+/// envelope)` for each one not in `acked`, and skips damage (returned, for
+/// the caller to report).
 pub(super) fn scan_segment(
-    path: &Path,
     bytes: &[u8],
     acked: &HashSet<u64>,
     mut pending: impl FnMut(u64, u64, u64, Envelope),
@@ -108,12 +169,15 @@ pub(super) fn scan_segment(
             }
             Err(error) => {
                 let next = find_next_record(bytes, pos + 1);
-                let skipped = (next - pos) as u64;
-                tracing::warn!(
-                    segment = %path.display(), offset = pos, skipped_bytes = skipped, %error,
-                    "spool: skipping a damaged or torn record (a crash during a write leaves one; that request was never acknowledged)"
-                );
-                scan.damaged.push((path.to_owned(), pos as u64, skipped));
+                let torn_tail = next == bytes.len()
+                    && (error == record::DecodeError::Truncated
+                        || bytes[pos..].iter().all(|&b| b == 0));
+                scan.damaged.push(Damage {
+                    offset: pos as u64,
+                    len: (next - pos) as u64,
+                    torn_tail,
+                    error,
+                });
                 pos = next;
             }
         }

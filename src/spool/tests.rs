@@ -131,6 +131,11 @@ async fn a_torn_tail_is_skipped_and_reported() {
     let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("reopen after a torn write");
     assert_eq!(report.pending, 1);
     assert_eq!(report.damaged.len(), 1);
+    assert!(
+        report.quarantined.is_empty(),
+        "a torn write was never acknowledged"
+    );
+    assert!(!dir.path().join("quarantine").exists());
     assert_eq!(
         bodies(&spool.pending_after(None, 10).expect("pending")),
         vec!["{\"keep\":1}"]
@@ -163,6 +168,63 @@ async fn corruption_in_the_middle_skips_only_the_damaged_record() {
         bodies(&spool.pending_after(None, 10).expect("pending")),
         vec!["{\"a\":1}", "{\"c\":3}"]
     );
+    // That record had been acknowledged: its bytes outlive the segment.
+    let [copy] = &report.quarantined[..] else {
+        panic!("one quarantined copy: {report:?}");
+    };
+    let kept = fs::read(copy).expect("quarantined bytes");
+    assert!(
+        kept.windows(7).any(|w| w == b"{\"X\":2}"),
+        "the damaged record itself"
+    );
+    let remaining: Vec<u64> = spool
+        .pending_after(None, 10)
+        .expect("pending")
+        .iter()
+        .map(|p| p.seq)
+        .collect();
+    spool.remove_many(&remaining);
+    assert!(
+        segment_files(dir.path()).len() <= 1,
+        "the damaged segment is gone"
+    );
+    assert_eq!(fs::read(copy).expect("still there"), kept);
+    let seen = inspect(dir.path(), 0).expect("inspect");
+    assert_eq!(seen.quarantined, vec![(copy.clone(), kept.len() as u64)]);
+}
+
+#[tokio::test]
+async fn a_zeroed_tail_is_torn_but_a_damaged_last_record_is_quarantined() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).expect("open");
+        for body in ["{\"a\":1}", "{\"b\":2}"] {
+            spool.append(envelope(body)).await.expect("append");
+        }
+    }
+    let segment = segment_files(dir.path()).remove(0);
+    let original = fs::read(&segment).expect("read");
+
+    // A write that never reached the disk before a crash reads as zeros.
+    let mut zeroed = original.clone();
+    zeroed.extend_from_slice(&[0; 300]);
+    fs::write(&segment, &zeroed).expect("write");
+    let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert_eq!((report.pending, report.damaged.len()), (2, 1));
+    assert!(report.quarantined.is_empty(), "{report:?}");
+    drop(spool);
+
+    // The last record complete but its bytes changed: it was acknowledged.
+    let mut flipped = original.clone();
+    let last = flipped.len() - 2;
+    flipped[last] ^= 0xff;
+    for file in segment_files(dir.path()) {
+        fs::remove_file(file).expect("clear");
+    }
+    fs::write(&segment, &flipped).expect("write");
+    let (_spool, report) = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert_eq!((report.pending, report.damaged.len()), (1, 1));
+    assert_eq!(report.quarantined.len(), 1, "{report:?}");
 }
 
 #[tokio::test]

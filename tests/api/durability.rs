@@ -244,10 +244,11 @@ async fn a_torn_spool_tail_is_skipped_and_logged_at_start() {
     relay.wait_connected().await;
     let logs = relay.logs();
     assert!(
-        logs.iter().any(|l| l["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("damaged or torn record"))),
-        "the skipped tail is logged: {logs:?}"
+        logs.iter().any(|l| l["level"] == "WARN"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("torn record at the end of a segment"))),
+        "the skipped tail is logged as a torn write, a warning: {logs:?}"
     );
     assert_all_arrive(&format!("{prefix}.visits.raw.debt_collection"), &accepted).await;
     relay.terminate().await;
@@ -559,4 +560,72 @@ async fn a_full_disk_makes_the_relay_unready_and_it_recovers_without_a_restart()
     })
     .await;
     app.stop().await;
+}
+
+#[tokio::test]
+async fn an_accepted_visit_damaged_on_disk_is_quarantined_counted_and_listed() {
+    let prefix = random_prefix();
+    let _cleanup = crate::helpers::Cleanup::new(&prefix);
+    let spool = tempfile::tempdir().expect("tempdir");
+    {
+        // What a relay with the broker away leaves: three accepted visits.
+        let (writer, _) = kobra_relay::spool::Spool::open(spool.path(), 1 << 20).expect("open");
+        for n in 0..3 {
+            let receipt = kobra_relay::visit::Receipt {
+                id: uuid::Uuid::now_v7(),
+                received_at: jiff::Timestamp::now(),
+                key_label: "test".into(),
+            };
+            let body = bytes::Bytes::from(numbered_visit(n));
+            let envelope = kobra_relay::visit::Envelope::new(receipt, body);
+            writer.append(envelope).await.expect("append");
+        }
+    }
+    let segment = std::fs::read_dir(spool.path())
+        .expect("spool dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    let middle = bytes
+        .windows(6)
+        .position(|w| w == b"V00001")
+        .expect("the second visit");
+    bytes[middle] = b'W';
+    std::fs::write(&segment, &bytes).expect("damage it");
+
+    let app = spawn_at(&prefix, spool.path(), &[]).await;
+    app.wait_connected().await;
+    let raw = format!("{prefix}.visits.raw.debt_collection");
+    wait_until("the readable visits are delivered", async || {
+        crate::helpers::depth(&raw).await == 2
+    })
+    .await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("kobra_relay_spool_damaged_records_total 1"),
+        "{metrics}"
+    );
+    app.stop().await;
+
+    let listed = crate::cli::run(
+        &["spool"],
+        &[("SPOOL_DIR", spool.path().to_str().expect("utf-8"))],
+    )
+    .await;
+    let text = crate::cli::stdout(&listed);
+    assert!(text.contains("quarantined       1"), "{text}");
+    let quarantined = std::fs::read_dir(spool.path().join("quarantine"))
+        .expect("quarantine dir")
+        .map(|e| e.expect("entry").path())
+        .collect::<Vec<_>>();
+    let [copy] = &quarantined[..] else {
+        panic!("one copy: {quarantined:?}")
+    };
+    assert!(text.contains(&copy.display().to_string()), "{text}");
+    let kept = std::fs::read(copy).expect("copy");
+    assert!(
+        kept.windows(6).any(|w| w == b"W00001"),
+        "the damaged record's bytes"
+    );
 }
