@@ -317,3 +317,20 @@ async fn a_healthy_first_start_logs_no_warning_or_error() {
         "the logs were read to the end: {logs:#?}"
     );
 }
+
+#[tokio::test]
+async fn every_exported_metric_is_in_the_readme_table() {
+    let app = spawn_app().await;
+    let exported = app.metrics().await;
+    let readme = std::fs::read_to_string(repo("README.md")).expect("README");
+    let missing: Vec<&str> = exported
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE kobra_relay_"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| !readme.contains(&format!("`{name}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README's metrics table lacks {missing:?}"
+    );
+}
