@@ -370,8 +370,10 @@ impl Relay {
             .env("KOBRA_RELAY_SPOOL_DIR", spool)
             .env("KOBRA_RELAY_MAX_BODY_BYTES", "2MiB")
             .env("RUST_LOG", "warn")
-            // mimalloc's own settings pass through, to try them under load.
-            .envs(std::env::vars().filter(|(name, _)| name.starts_with("MIMALLOC_")))
+            // Allocator and runtime knobs pass through, to compare them in one sitting.
+            .envs(std::env::vars().filter(|(name, _)| {
+                name.starts_with("MIMALLOC_") || name == "TOKIO_WORKER_THREADS"
+            }))
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {

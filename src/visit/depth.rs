@@ -20,19 +20,14 @@ pub const DEFAULT_MAX_DEPTH: usize = 64;
 /// means little, but such a body is refused anyway.
 pub fn nesting_depth(body: &[u8], stop: usize) -> usize {
     let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &byte in body {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut at = 0;
+    while let Some(&byte) = body.get(at) {
         match byte {
-            b'"' => in_string = true,
+            // Most of a visit is string content: jump to the string's end.
+            b'"' => match string_end(body, at + 1) {
+                Some(end) => at = end,
+                None => return deepest,
+            },
             b'{' | b'[' => {
                 depth += 1;
                 if depth > deepest {
@@ -45,8 +40,21 @@ pub fn nesting_depth(body: &[u8], stop: usize) -> usize {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     deepest
+}
+
+/// The index of the quote that closes a string whose content starts at
+/// `from`, skipping escaped characters; `None` when it is never closed.
+fn string_end(body: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let found = from + memchr::memchr2(b'"', b'\\', body.get(from..)?)?;
+        if body[found] == b'"' {
+            return Some(found);
+        }
+        from = found + 2;
+    }
 }
 
 #[cfg(test)]
@@ -60,6 +68,8 @@ mod tests {
         assert_eq!(nesting_depth(br#"{"a":[{"b":[]}],"c":{}}"#, 10), 4);
         assert_eq!(nesting_depth(br#"{"a":"[[[{{{\"[[["}"#, 10), 1);
         assert_eq!(nesting_depth(br#"{"a":"\\","b":[1]}"#, 10), 2);
+        assert_eq!(nesting_depth(br#"{"a":"\"[[","b":[1]}"#, 10), 2);
+        assert_eq!(nesting_depth(br#"{"a":"never closed [[["#, 10), 1);
     }
 
     #[test]
