@@ -99,9 +99,7 @@ impl Sink {
     /// failed, or (confirm mode) no broker is connected.
     pub fn check_room(&self, declared_len: u64) -> Result<(), Unavailable> {
         match &self.target {
-            Target::Spool(spool) | Target::Replicated { spool, .. }
-                if spool.write_failure().is_some() =>
-            {
+            Target::Spool(spool) | Target::Replicated { spool, .. } if spool.is_unwritable() => {
                 Err(Unavailable::SpoolUnwritable)
             }
             Target::Spool(spool) | Target::Replicated { spool, .. }

@@ -9,7 +9,7 @@ use std::{
     path::Path,
     sync::{
         Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -65,6 +65,9 @@ pub struct WriteFailure {
 /// Shared between the writer thread, the probe and the readers.
 #[derive(Default)]
 pub(super) struct Health {
+    /// Mirrors `failure.is_some()`, so the request path and every commit
+    /// check it without taking the lock.
+    failing: AtomicBool,
     failure: Mutex<Option<WriteFailure>>,
     counts: [AtomicU64; 3],
 }
@@ -77,9 +80,14 @@ impl Health {
             kind,
             message: error.to_string(),
         });
+        self.failing.store(true, Ordering::Release);
     }
 
     pub(super) fn succeeded(&self) {
+        if !self.failing.load(Ordering::Acquire) {
+            return;
+        }
+        self.failing.store(false, Ordering::Release);
         if self.lock().take().is_some() {
             tracing::info!("the spool can be written again; accepting visits");
         }
@@ -90,7 +98,7 @@ impl Health {
     }
 
     pub(super) fn is_failing(&self) -> bool {
-        self.lock().is_some()
+        self.failing.load(Ordering::Acquire)
     }
 
     /// Failed writes so far, in the order of [`WriteFailureKind::ALL`].

@@ -478,6 +478,12 @@ impl Spool {
         self.shared.health.current()
     }
 
+    /// Whether a write failure is in force: [`Spool::write_failure`]
+    /// without its message, cheap enough for every request.
+    pub fn is_unwritable(&self) -> bool {
+        self.shared.health.is_failing()
+    }
+
     /// While a write failure is in force, probes the disk every `every`
     /// until `stop` is cancelled: nothing is appended meanwhile (requests
     /// are refused early and load balancers stop sending), so without the
