@@ -3,8 +3,9 @@
 # 127.0.0.1:5672 (starting it when installed but down, installing it with apt
 # when missing), starts a 3-node RabbitMQ cluster of its own on loopback for
 # the cluster tests (scripts/cluster.sh; removed again on exit), then checks
-# formatting and lints and runs every test. Fuzzing is its own command
-# (scripts/fuzz.sh): it needs a second, instrumented build.
+# formatting and lints, runs every test, and last runs the shipped stack
+# (scripts/stack-check.sh: image built and run, Prometheus, alerts). Fuzzing
+# is its own command (scripts/fuzz.sh): it needs a second, instrumented build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -99,3 +100,6 @@ log "cargo test"
 cargo test --locked
 stop_cluster
 trap - EXIT
+# After the tests, not beside them: the image build takes both cores.
+log "the shipped stack (scripts/stack-check.sh)"
+as_root scripts/stack-check.sh
