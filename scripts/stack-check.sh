@@ -50,11 +50,15 @@ ensure_tools() {
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v jq >/dev/null 2>&1 || missing+=(jq)
-  python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing with apt: ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # The helpers in scripts/stack/ read YAML; python3 may not be Debian's.
+  if ! python3 -c 'import yaml' >/dev/null 2>&1; then
+    log "installing PyYAML for $(command -v python3)"
+    python3 -m pip install --quiet --disable-pip-version-check pyyaml
   fi
 }
 
