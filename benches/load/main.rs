@@ -40,9 +40,13 @@ use lapin::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod allocations;
 #[path = "../../tests/api/support/broker.rs"]
 mod broker_support;
 mod scale_out;
+
+#[global_allocator]
+static GLOBAL: allocations::Counting = allocations::Counting;
 
 const KEY: &str = "bench-key";
 const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/finish-visit-example.json");
@@ -56,6 +60,8 @@ struct Options {
     only: Option<(QueueType, String)>,
     /// `--scale-out`: only the scale-out table (needs `scripts/cluster.sh up`).
     scale_out_only: bool,
+    /// `--steps`: only the in-process steps table (no broker, no relay).
+    steps_only: bool,
 }
 
 fn options() -> Options {
@@ -89,6 +95,7 @@ fn options() -> Options {
         sweeps: !quick && only.is_none(),
         only,
         scale_out_only: args.iter().any(|a| a == "--scale-out"),
+        steps_only: args.iter().any(|a| a == "--steps"),
     }
 }
 
@@ -669,21 +676,31 @@ async fn read_more(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) {
 }
 
 /// Average µs of `step` over `runs` calls, after a warm-up.
-fn time_step<T>(runs: u32, mut step: impl FnMut() -> T) -> f64 {
+/// One step's cost: wall-clock µs and allocations per run.
+struct StepCost {
+    micros: f64,
+    allocations: f64,
+}
+
+fn time_step<T>(runs: u32, mut step: impl FnMut() -> T) -> StepCost {
     for _ in 0..runs / 10 {
         std::hint::black_box(step());
     }
+    let allocations = allocations::count();
     let started = Instant::now();
     for _ in 0..runs {
         std::hint::black_box(step());
     }
-    started.elapsed().as_secs_f64() * 1e6 / f64::from(runs)
+    StepCost {
+        micros: started.elapsed().as_secs_f64() * 1e6 / f64::from(runs),
+        allocations: (allocations::count() - allocations) as f64 / f64::from(runs),
+    }
 }
 
 /// What each pure step of the relay's path costs for the example visit:
 /// at receipt (classify, hash, spool record) and at publish (read the
 /// record back, normalize, serialize, build both messages).
-fn step_costs() -> Vec<(&'static str, f64)> {
+fn step_costs() -> Vec<(&'static str, StepCost)> {
     const RUNS: u32 = 20_000;
     let body = Bytes::from_static(FIXTURE);
     let topology = Topology::new("bench", QueueType::Quorum, true);
@@ -732,6 +749,20 @@ fn step_costs() -> Vec<(&'static str, f64)> {
             time_step(RUNS, || message::prepare(&envelope, &topology)),
         ),
     ]
+}
+
+fn print_steps() {
+    println!("## The relay's own steps, in-process");
+    println!();
+    println!(
+        "Time and allocations of each pure step for the example visit: a single-threaded loop of 20,000 runs, no I/O (wall clock, so a busy machine inflates the time; the allocation counts are exact)."
+    );
+    println!();
+    println!("| step | µs per visit | allocations per visit |");
+    println!("|---|---:|---:|");
+    for (step, cost) in step_costs() {
+        println!("| {step} | {:.2} | {:.1} |", cost.micros, cost.allocations);
+    }
 }
 
 /// One row of the CPU table.
@@ -898,6 +929,10 @@ async fn spool_replay(target: &Target, queue_type: QueueType, visits: usize) -> 
 #[tokio::main]
 async fn main() {
     let opts = options();
+    if opts.steps_only {
+        print_steps();
+        return;
+    }
     let shared = Target::shared();
     if opts.scale_out_only {
         assert!(
@@ -1008,17 +1043,7 @@ async fn main() {
         println!("{row}");
     }
     println!();
-    println!("## The relay's own steps, in-process");
-    println!();
-    println!(
-        "Time of each pure step for the example visit: a single-threaded loop of 20,000 runs, no I/O (wall clock, so a busy machine inflates it)."
-    );
-    println!();
-    println!("| step | µs per visit |");
-    println!("|---|---:|");
-    for (step, micros) in step_costs() {
-        println!("| {step} | {micros:.2} |");
-    }
+    print_steps();
 
     if opts.only.is_none() {
         // The archive's price, in the broker's own terms: the same tight

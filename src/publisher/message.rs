@@ -4,6 +4,8 @@
 //! Everything here is a pure function of the envelope, so a retry after a
 //! restart produces byte-identical messages with the same `message_id`.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use lapin::{
     BasicProperties,
@@ -119,7 +121,7 @@ fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit<'_>, topology: &Top
         product,
         messages: vec![raw, normalized],
         warnings: visit.warnings,
-        visit_id: visit.visit_id,
+        visit_id: visit.visit_id.map(Cow::into_owned),
     }
 }
 

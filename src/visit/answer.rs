@@ -33,8 +33,8 @@ pub enum AnswerType {
 }
 
 impl AnswerType {
-    pub(super) fn from_id(id: &Value) -> Self {
-        match id.as_i64() {
+    pub(super) fn from_id(id: Option<i64>) -> Self {
+        match id {
             Some(1) => Self::Text,
             Some(2) => Self::TextArea,
             Some(3) => Self::Numeric,

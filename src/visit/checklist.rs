@@ -1,8 +1,8 @@
 //! The checklist as sent, read in one pass.
 //!
 //! Questions and answers are read straight from the checklist's text into
-//! small structs: the scalars the document types become [`Value`]s, the
-//! answer's `value` stays the sender's bytes (for `rawValue`). Whatever is
+//! small structs whose members stay the sender's raw text, borrowed from
+//! the body (the normalizer types the few it reads). Whatever is
 //! not shaped as documented (an answer list that is a string, a question
 //! that is a number) is kept as the JSON type found, so the normalizer can
 //! say so in a warning. Member names decoded as JSON strings; a repeated
@@ -14,7 +14,7 @@ use serde::{
     Deserialize, Deserializer,
     de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
 };
-use serde_json::{Value, value::RawValue};
+use serde_json::value::RawValue;
 
 use super::raw::Name;
 
@@ -40,11 +40,11 @@ pub enum Item<T> {
 #[derive(Debug, Default)]
 pub struct SentQuestion<'a> {
     /// `questionID`.
-    pub question_id: Value,
+    pub question_id: Option<&'a RawValue>,
     /// `questionName`.
-    pub question_name: Option<Value>,
+    pub question_name: Option<&'a RawValue>,
     /// `order`.
-    pub order: Value,
+    pub order: Option<&'a RawValue>,
     /// `answers`; `None` when absent or null.
     pub answers: Option<List<SentAnswer<'a>>>,
 }
@@ -53,13 +53,13 @@ pub struct SentQuestion<'a> {
 #[derive(Debug, Default)]
 pub struct SentAnswer<'a> {
     /// `answerID`.
-    pub answer_id: Value,
+    pub answer_id: Option<&'a RawValue>,
     /// `answerTypeID`.
-    pub answer_type_id: Value,
+    pub answer_type_id: Option<&'a RawValue>,
     /// `answerName`.
-    pub answer_name: Option<Value>,
+    pub answer_name: Option<&'a RawValue>,
     /// `order`.
-    pub order: Value,
+    pub order: Option<&'a RawValue>,
     /// `value`, as the sender's bytes.
     pub value: Option<&'a RawValue>,
 }
@@ -183,9 +183,9 @@ impl<'de, T: Members<'de>> Deserialize<'de> for Item<T> {
 impl<'de> Members<'de> for SentQuestion<'de> {
     fn member<A: MapAccess<'de>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error> {
         match name {
-            "questionID" => self.question_id = map.next_value()?,
+            "questionID" => self.question_id = Some(map.next_value()?),
             "questionName" => self.question_name = Some(map.next_value()?),
-            "order" => self.order = map.next_value()?,
+            "order" => self.order = Some(map.next_value()?),
             "answers" => self.answers = map.next_value()?,
             _ => {
                 map.next_value::<IgnoredAny>()?;
@@ -198,10 +198,10 @@ impl<'de> Members<'de> for SentQuestion<'de> {
 impl<'de> Members<'de> for SentAnswer<'de> {
     fn member<A: MapAccess<'de>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error> {
         match name {
-            "answerID" => self.answer_id = map.next_value()?,
-            "answerTypeID" => self.answer_type_id = map.next_value()?,
+            "answerID" => self.answer_id = Some(map.next_value()?),
+            "answerTypeID" => self.answer_type_id = Some(map.next_value()?),
             "answerName" => self.answer_name = Some(map.next_value()?),
-            "order" => self.order = map.next_value()?,
+            "order" => self.order = Some(map.next_value()?),
             "value" => self.value = Some(map.next_value()?),
             _ => {
                 map.next_value::<IgnoredAny>()?;
@@ -232,17 +232,17 @@ mod tests {
         let [Item::Object(q)] = items.as_slice() else {
             panic!("one question: {items:?}")
         };
-        assert_eq!(q.question_id, Value::from(3));
-        assert_eq!(q.question_name, Some(Value::from("¿Pagó?")));
-        assert_eq!(q.order, Value::from("2"));
+        assert_eq!(q.question_id.map(RawValue::get), Some("3"));
+        assert_eq!(q.question_name.map(RawValue::get), Some(r#""¿Pagó?""#));
+        assert_eq!(q.order.map(RawValue::get), Some(r#""2""#));
         let Some(List::Items(answers)) = &q.answers else {
             panic!("answers: {:?}", q.answers)
         };
         let [Item::Object(a)] = answers.as_slice() else {
             panic!("one answer: {answers:?}")
         };
-        assert_eq!(a.answer_type_id, Value::from(4));
-        assert_eq!(a.answer_name, Some(Value::Null));
+        assert_eq!(a.answer_type_id.map(RawValue::get), Some("4"));
+        assert_eq!(a.answer_name.map(RawValue::get), Some("null"));
         assert_eq!(a.value.map(RawValue::get), Some(r#""1234.50""#));
     }
 
@@ -274,7 +274,7 @@ mod tests {
         let [Item::Object(q)] = items.as_slice() else {
             panic!("one question")
         };
-        assert_eq!(q.order, Value::from(5));
+        assert_eq!(q.order.map(RawValue::get), Some("5"));
         assert!(q.answers.is_none());
     }
 }

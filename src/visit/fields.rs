@@ -5,9 +5,11 @@
 //! and returns `Ok(None)` for null, or `Err(message)` when the value cannot be
 //! read; the caller turns that message into a warning, never a refusal.
 
-use serde_json::{Number, Value};
+use std::borrow::Cow;
 
-use super::json_type_name;
+use serde_json::{Number, Value, value::RawValue};
+
+use super::{json_type_name, raw};
 
 /// Result of reading one field: `Ok(None)` is a legitimate null.
 pub type Read<T> = Result<Option<T>, String>;
@@ -38,6 +40,30 @@ pub fn text(v: &Value) -> Read<String> {
     }
 }
 
+/// [`id_string`] read from the sender's raw value: strings (without
+/// escapes) and numbers' digits are borrowed from the body.
+pub fn id_string_raw(raw: &RawValue) -> Read<Cow<'_, str>> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => Ok(raw::string(raw)),
+        Some(b'-' | b'0'..=b'9') => Ok(Some(Cow::Borrowed(text))),
+        Some(b'n') => Ok(None),
+        _ => Err(wrong_type("a string or number", &raw::value(raw))),
+    }
+}
+
+/// [`text`] read from the sender's raw value: strings (without escapes),
+/// numbers and booleans are borrowed from the body.
+pub fn text_raw(raw: &RawValue) -> Read<Cow<'_, str>> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => Ok(raw::string(raw)),
+        Some(b'-' | b'0'..=b'9' | b't' | b'f') => Ok(Some(Cow::Borrowed(text))),
+        Some(b'n') => Ok(None),
+        _ => Err(wrong_type("a string", &raw::value(raw))),
+    }
+}
+
 /// A boolean from `true/false`, `"true"/"false"` or `1/0` (number or string).
 pub fn boolean(v: &Value) -> Read<bool> {
     let parsed = match v {
@@ -48,9 +74,9 @@ pub fn boolean(v: &Value) -> Read<bool> {
             Some(0) => Some(false),
             _ => None,
         },
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" => Some(true),
-            "false" | "0" => Some(false),
+        Value::String(s) => match s.trim() {
+            t if t.eq_ignore_ascii_case("true") || t == "1" => Some(true),
+            t if t.eq_ignore_ascii_case("false") || t == "0" => Some(false),
             _ => None,
         },
         _ => None,
@@ -63,13 +89,20 @@ pub fn boolean(v: &Value) -> Read<bool> {
 /// The wider boolean vocabulary of checklist switches: also `sí/si/no`, any case.
 pub fn switch_boolean(v: &Value) -> Read<bool> {
     if let Value::String(s) = v {
-        match s.trim().to_lowercase().as_str() {
-            "sí" | "si" => return Ok(Some(true)),
-            "no" => return Ok(Some(false)),
-            _ => {}
+        let t = s.trim();
+        if lowercase_is(t, "sí") || lowercase_is(t, "si") {
+            return Ok(Some(true));
+        }
+        if lowercase_is(t, "no") {
+            return Ok(Some(false));
         }
     }
     boolean(v)
+}
+
+/// Whether `text` in lower case is `lower`, without building the lower-case copy.
+fn lowercase_is(text: &str, lower: &str) -> bool {
+    text.chars().flat_map(char::to_lowercase).eq(lower.chars())
 }
 
 /// A JSON number, from a number or a numeric string, keeping its digits.
@@ -134,21 +167,6 @@ pub fn decimal(v: &Value) -> Read<String> {
     } else {
         format!("{sign}{int}.{frac}")
     }))
-}
-
-/// An integer id (`questionId`, `order`, ...): integers and integer strings
-/// become numbers; anything else that is a scalar stays a string.
-pub fn integer_or_string(v: &Value) -> Value {
-    match v {
-        Value::Number(n) if n.is_i64() || n.is_u64() => Value::Number(n.clone()),
-        Value::Number(n) => Value::String(n.to_string()),
-        Value::String(s) => match s.trim().parse::<i64>() {
-            Ok(i) => Value::from(i),
-            Err(_) => Value::String(s.clone()),
-        },
-        Value::Bool(b) => Value::String(b.to_string()),
-        _ => Value::Null,
-    }
 }
 
 /// Short description of a value for warnings, without echoing long input.
@@ -250,11 +268,27 @@ mod tests {
     }
 
     #[test]
-    fn integer_ids_become_numbers_and_others_stay_strings() {
-        assert_eq!(integer_or_string(&json!(11)), json!(11));
-        assert_eq!(integer_or_string(&json!("12")), json!(12));
-        assert_eq!(integer_or_string(&json!("A12")), json!("A12"));
-        assert_eq!(integer_or_string(&json!(1.5)), json!("1.5"));
-        assert_eq!(integer_or_string(&json!(null)), json!(null));
+    fn reading_the_raw_value_gives_what_reading_the_parsed_one_gives() {
+        for sent in [
+            r#""Cliente ya pagó""#,
+            r#""tab\tand \"quotes\"""#,
+            r#""""#,
+            "12",
+            "-1.50",
+            "true",
+            "false",
+            "null",
+            "[1]",
+            r#"{"a":1}"#,
+        ] {
+            let raw: &RawValue = serde_json::from_str(sent).unwrap();
+            let owned = |read: Read<Cow<'_, str>>| read.map(|t| t.map(Cow::into_owned));
+            assert_eq!(owned(text_raw(raw)), text(&raw::value(raw)), "{sent}");
+            assert_eq!(
+                owned(id_string_raw(raw)),
+                id_string(&raw::value(raw)),
+                "{sent}"
+            );
+        }
     }
 }

@@ -9,6 +9,7 @@ mod answer;
 mod checklist;
 mod depth;
 mod fields;
+mod id;
 mod normalize;
 mod product;
 mod raw;

@@ -11,6 +11,8 @@
 //! copied verbatim is copied as the sender's bytes. The document borrows
 //! from the envelope and is serialized straight away.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::{Number, Value, value::RawValue};
 
@@ -18,6 +20,7 @@ use super::Envelope;
 use super::answer::AnswerType;
 use super::checklist::{self, Item, List, SentAnswer, SentQuestion};
 use super::fields::{self, Read};
+use super::id::Id;
 use super::product::Product;
 use super::raw::{self, RawObject};
 use super::time::{self, VisitTime};
@@ -42,21 +45,21 @@ pub struct NormalizedVisit<'a> {
     /// Product id, slug and name.
     pub product: ProductInfo,
     /// Visit id as a string.
-    pub visit_id: Option<String>,
+    pub visit_id: Option<Cow<'a, str>>,
     /// Customer's account id as a string.
-    pub external_id: Option<String>,
+    pub external_id: Option<Cow<'a, str>>,
     /// Kind of visit, e.g. "Cobranza".
-    pub visit_type: Option<String>,
+    pub visit_type: Option<Cow<'a, str>>,
     /// Client's name.
-    pub client: Option<String>,
+    pub client: Option<Cow<'a, str>>,
     /// Agent's comment.
-    pub comment: Option<String>,
+    pub comment: Option<Cow<'a, str>>,
     /// Label the agent chose (`tagName`).
-    pub tag: Option<String>,
+    pub tag: Option<Cow<'a, str>>,
     /// Why the visit was cancelled.
-    pub cancellation_reason: Option<String>,
+    pub cancellation_reason: Option<Cow<'a, str>>,
     /// Who made the visit.
-    pub agent: Agent,
+    pub agent: Agent<'a>,
     /// Where, when readable.
     pub location: Option<Location>,
     /// Interest on the account.
@@ -68,7 +71,7 @@ pub struct NormalizedVisit<'a> {
     /// The visit was cancelled.
     pub cancelled: Option<bool>,
     /// The IANA zone name exactly as sent.
-    pub time_zone: Option<String>,
+    pub time_zone: Option<Cow<'a, str>>,
     /// Start, RFC 3339 with the zone's offset.
     pub started_at: Option<String>,
     /// End, RFC 3339 with the zone's offset.
@@ -104,11 +107,11 @@ pub struct ProductInfo {
 
 /// `agent` of the document.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Agent {
+pub struct Agent<'a> {
     /// `agentID` as a string.
-    pub id: Option<String>,
+    pub id: Option<Cow<'a, str>>,
     /// `agent` (the agent's name).
-    pub name: Option<String>,
+    pub name: Option<Cow<'a, str>>,
 }
 
 /// `location` of the document.
@@ -125,11 +128,11 @@ pub struct Location {
 #[serde(rename_all = "camelCase")]
 pub struct Question<'a> {
     /// `questionID`: integer, or a string when not an integer.
-    pub question_id: Value,
+    pub question_id: Id<'a>,
     /// `questionName`.
-    pub question: Option<String>,
+    pub question: Option<Cow<'a, str>>,
     /// Position; integer, string or null.
-    pub order: Value,
+    pub order: Id<'a>,
     /// Answers, ordered by `order`.
     pub answers: Vec<Answer<'a>>,
 }
@@ -139,16 +142,16 @@ pub struct Question<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct Answer<'a> {
     /// `answerID`.
-    pub answer_id: Value,
+    pub answer_id: Id<'a>,
     /// `answerTypeID`.
-    pub type_id: Value,
+    pub type_id: Id<'a>,
     /// Answer type name (`text`, `switch`, ... or `unknown`).
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// `answerName`.
-    pub name: Option<String>,
+    pub name: Option<Cow<'a, str>>,
     /// Position.
-    pub order: Value,
+    pub order: Id<'a>,
     /// The value typed by `type`.
     pub value: Value,
     /// The vendor's value, untouched (null when absent).
@@ -296,6 +299,24 @@ impl<'o, 'a> Reader<'o, 'a> {
         }
     }
 
+    /// [`Self::field`] for readers of the raw value, which can borrow
+    /// from the body.
+    fn field_raw<T>(
+        &mut self,
+        key: &'static str,
+        metric_field: &'static str,
+        read: impl Fn(&'a RawValue) -> Read<T>,
+    ) -> Option<T> {
+        let sent_key = self.sent_key(key);
+        match read(self.object.get(sent_key)?) {
+            Ok(v) => v,
+            Err(message) => {
+                self.warn(sent_key, metric_field, message);
+                None
+            }
+        }
+    }
+
     fn read(&mut self, envelope: &Envelope) -> NormalizedVisit<'a> {
         self.collect_extra();
 
@@ -305,7 +326,7 @@ impl<'o, 'a> Reader<'o, 'a> {
             self.warn("productID", "product", problem);
         }
 
-        let time_zone = self.field("timeZone", "timeZone", fields::text);
+        let time_zone = self.field_raw("timeZone", "timeZone", fields::text_raw);
         let tz = time_zone.as_deref().and_then(time::zone);
         if let (Some(name), None) = (&time_zone, &tz) {
             self.warn(
@@ -332,20 +353,20 @@ impl<'o, 'a> Reader<'o, 'a> {
                 slug: product.slug().into_owned(),
                 name: product.name(),
             },
-            visit_id: self.field("visitID", "visitId", fields::id_string),
-            external_id: self.field("externalID", "externalId", fields::id_string),
-            visit_type: self.field("visitType", "visitType", fields::text),
-            client: self.field("client", "client", fields::text),
-            comment: self.field("comment", "comment", fields::text),
-            tag: self.field("tagName", "tag", fields::text),
-            cancellation_reason: self.field(
+            visit_id: self.field_raw("visitID", "visitId", fields::id_string_raw),
+            external_id: self.field_raw("externalID", "externalId", fields::id_string_raw),
+            visit_type: self.field_raw("visitType", "visitType", fields::text_raw),
+            client: self.field_raw("client", "client", fields::text_raw),
+            comment: self.field_raw("comment", "comment", fields::text_raw),
+            tag: self.field_raw("tagName", "tag", fields::text_raw),
+            cancellation_reason: self.field_raw(
                 "cancellationReason",
                 "cancellationReason",
-                fields::text,
+                fields::text_raw,
             ),
             agent: Agent {
-                id: self.field("agentID", "agent", fields::id_string),
-                name: self.field("agent", "agent", fields::text),
+                id: self.field_raw("agentID", "agent", fields::id_string_raw),
+                name: self.field_raw("agent", "agent", fields::text_raw),
             },
             location: self.location(),
             interest: self.field("interest", "interest", fields::number),
@@ -399,7 +420,7 @@ impl<'o, 'a> Reader<'o, 'a> {
         metric_field: &'static str,
         tz: Option<&jiff::tz::TimeZone>,
     ) -> Option<VisitTime> {
-        let raw = self.field(key, metric_field, fields::text)?;
+        let raw = self.field_raw(key, metric_field, fields::text_raw)?;
         match time::visit_time(&raw, tz) {
             Ok(t) => Some(t),
             Err(message) => {
@@ -496,20 +517,18 @@ impl<'o, 'a> Reader<'o, 'a> {
                 Vec::new()
             }
         };
-        let question = self.nested_text(q.question_name.as_ref(), || {
-            format!("{}.questionName", path())
-        });
+        let question = self.nested_text(q.question_name, || format!("{}.questionName", path()));
         Question {
-            question_id: fields::integer_or_string(&q.question_id),
+            question_id: Id::read(q.question_id),
             question,
-            order: fields::integer_or_string(&q.order),
+            order: Id::read(q.order),
             answers,
         }
     }
 
     fn answer(&mut self, path: &dyn Fn() -> String, a: SentAnswer<'a>) -> Answer<'a> {
-        let type_id = fields::integer_or_string(&a.answer_type_id);
-        let answer_type = AnswerType::from_id(&type_id);
+        let type_id = Id::read(a.answer_type_id);
+        let answer_type = AnswerType::from_id(type_id.as_i64());
         let value = match a.value.map(raw::value) {
             None => Value::Null,
             Some(sent) => match answer_type.typed(&sent) {
@@ -520,13 +539,13 @@ impl<'o, 'a> Reader<'o, 'a> {
                 }
             },
         };
-        let name = self.nested_text(a.answer_name.as_ref(), || format!("{}.answerName", path()));
+        let name = self.nested_text(a.answer_name, || format!("{}.answerName", path()));
         Answer {
-            answer_id: fields::integer_or_string(&a.answer_id),
+            answer_id: Id::read(a.answer_id),
             type_id,
             kind: answer_type.name(),
             name,
-            order: fields::integer_or_string(&a.order),
+            order: Id::read(a.order),
             value,
             raw_value: a.value,
         }
@@ -534,8 +553,12 @@ impl<'o, 'a> Reader<'o, 'a> {
 
     /// A text member of a checklist object, with a warning (at the path
     /// `field` builds, only when needed) when unreadable.
-    fn nested_text(&mut self, sent: Option<&Value>, field: impl Fn() -> String) -> Option<String> {
-        match sent.map(fields::text) {
+    fn nested_text(
+        &mut self,
+        sent: Option<&'a RawValue>,
+        field: impl Fn() -> String,
+    ) -> Option<Cow<'a, str>> {
+        match sent.map(fields::text_raw) {
             None | Some(Ok(None)) => None,
             Some(Ok(Some(text))) => Some(text),
             Some(Err(message)) => {
@@ -547,7 +570,7 @@ impl<'o, 'a> Reader<'o, 'a> {
 }
 
 /// Stable sort by an integer `order`; null and non-integer orders go last.
-fn sort_by_order<T>(items: &mut [T], order: impl Fn(&T) -> &Value) {
+fn sort_by_order<T>(items: &mut [T], order: impl Fn(&T) -> &Id<'_>) {
     items.sort_by_key(|item| match order(item).as_i64() {
         Some(n) => (0, n),
         None => (1, 0),

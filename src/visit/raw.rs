@@ -62,6 +62,18 @@ pub fn value(raw: &RawValue) -> serde_json::Value {
     serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null)
 }
 
+/// A JSON string's content, borrowed from the body unless it has escapes;
+/// `None` when `raw` is not a string.
+pub fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    let content = text.strip_prefix('"')?.strip_suffix('"')?;
+    if content.contains('\\') {
+        serde_json::from_str(text).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(content))
+    }
+}
+
 /// Whether `raw` is JSON `null`.
 pub fn is_null(raw: &RawValue) -> bool {
     raw.get().trim() == "null"
