@@ -5,7 +5,10 @@
 # run, --only QUEUE-MODE (e.g. --only quorum-spool) for the ceiling and one
 # relay configuration while iterating on a change, or --scale-out for the
 # scale-out table alone (one or two relays behind a round-robin balancer,
-# against one node and against a 3-node cluster).
+# against one node and against a 3-node cluster). --visits N and
+# --concurrency N change the main table's run length and connections;
+# --steps prints only the in-process table of the relay's pure steps (time
+# and allocations per visit), without a broker.
 # Full and --scale-out runs start the 3-node cluster of scripts/cluster.sh
 # and remove it afterwards (unless it was already running).
 # The table is printed and also written to target/bench/last-run.md.

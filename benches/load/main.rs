@@ -89,9 +89,14 @@ fn options() -> Options {
         .position(|a| a == "--visits")
         .and_then(|i| args.get(i + 1))
         .map(|n| n.parse().expect("--visits N"));
+    let concurrency = args
+        .iter()
+        .position(|a| a == "--concurrency")
+        .and_then(|i| args.get(i + 1))
+        .map(|n| n.parse().expect("--concurrency N"));
     Options {
         visits: visits.unwrap_or(if quick { 2_000 } else { 10_000 }),
-        concurrency: 32,
+        concurrency: concurrency.unwrap_or(32),
         sweeps: !quick && only.is_none(),
         only,
         scale_out_only: args.iter().any(|a| a == "--scale-out"),
