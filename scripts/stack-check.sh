@@ -38,23 +38,12 @@ fail() {
   printf 'FAILED %s\n' "$*" >&2
   exit 1
 }
-step() { log "$*"; }
 
 # ---------------------------------------------------------------- tools ----
 
 ensure_tools() {
-  local missing=()
-  command -v buildah >/dev/null 2>&1 || missing+=(buildah fuse-overlayfs uidmap)
-  command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
-  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
-  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
-  command -v curl >/dev/null 2>&1 || missing+=(curl)
-  command -v jq >/dev/null 2>&1 || missing+=(jq)
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing with apt: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  ensure_commands buildah=buildah fuse-overlayfs=fuse-overlayfs newuidmap=uidmap mmdebstrap=mmdebstrap \
+    prometheus=prometheus docker-compose=docker-compose curl=curl jq=jq
   # The helpers in scripts/stack/ read YAML; python3 may not be Debian's.
   if ! python3 -c 'import yaml' >/dev/null 2>&1; then
     log "installing PyYAML for $(command -v python3)"
@@ -176,7 +165,7 @@ ensure_standins() {
     local dir
     dir=$(mktemp -d "$PWD/$CACHE/rootfs.XXXXXX")
     later "rm -rf '$dir'"
-    step "making the stand-in for $from"
+    log "making the stand-in for $from"
     if [ "$from" = "$runtime" ]; then
       make_runtime_rootfs "$dir"
       commit_standin "$from" "$dir" --user 65532:65532 --workingdir /home/nonroot \
@@ -197,7 +186,7 @@ ensure_standins() {
 build_image() {
   local started=$SECONDS previous
   previous=$(buildah images --noheading --format '{{.ID}}' "$IMAGE" 2>/dev/null || true)
-  step "buildah bud $DOCKERFILE → $IMAGE (log: $CACHE/build.log)"
+  log "buildah bud $DOCKERFILE → $IMAGE (log: $CACHE/build.log)"
   # Docker format keeps HEALTHCHECK (OCI image configs have no such field).
   if ! buildah bud --isolation chroot --pull=never --layers --format docker --network host \
     -f "$DOCKERFILE" -t "$IMAGE" . >"$CACHE/build.log" 2>&1; then
@@ -401,12 +390,18 @@ OUTAGE_ALERTS=(KobraRelayBrokerDisconnected KobraRelaySpoolBacklogGrowing)
 
 check_alerts() {
   PIECE=alerts
-  local started=$SECONDS pending firing resolved i
+  local pending firing resolved i
   close_gate
   wait_until 30 "alerts: the relay noticing the broker is gone" '[ "$(relay_metric kobra_relay_broker_connected)" = 0 ]'
   # Over the backlog threshold (100), then a trickle so the spool keeps growing.
   for i in $(seq 1 110); do post_expect 202 "$FIXTURE" "$KEY"; done
-  (for _ in $(seq 1 600); do post "$FIXTURE" "$KEY" >>"$RUN/trickle"; echo >>"$RUN/trickle"; sleep 0.5; done) &
+  # Stopped by a flag file, not a signal, so no answered request goes uncounted.
+  (for _ in $(seq 1 600); do
+    [ -e "$RUN/trickle.stop" ] && break
+    post "$FIXTURE" "$KEY" >>"$RUN/trickle"
+    echo >>"$RUN/trickle"
+    sleep 0.5
+  done) &
   local trickle=$!
   later "stop_pid $trickle"
   pending=$(python3 scripts/stack/prom.py alert "$PROM" pending 90 "${OUTAGE_ALERTS[@]}") ||
@@ -414,7 +409,8 @@ check_alerts() {
   firing=$(python3 scripts/stack/prom.py alert "$PROM" firing 90 "${OUTAGE_ALERTS[@]}") ||
     fail "alerts: ${OUTAGE_ALERTS[*]} did not fire"
   in_image "${HEALTH[@]}" >/dev/null 2>&1 || fail "alerts: HEALTHCHECK fails while the broker is away (the spool should keep the relay ready)"
-  stop_pid "$trickle"
+  touch "$RUN/trickle.stop"
+  wait "$trickle"
   ACCEPTED=$((ACCEPTED + $(grep -c '^202$' "$RUN/trickle")))
   open_gate
   wait_until 90 "alerts: the relay reconnecting and draining its spool" \
@@ -443,7 +439,9 @@ check_drain() {
   # Every accepted visit is on a queue twice (raw and normalized); every
   # rejected body once, on the rejected queue. (The archive stream keeps its
   # own copy; a stream's message count is approximate, so it is left out.)
-  # Quorum queues report their depth every few seconds, so poll (bounded).
+  # Delivery is at least once: a publish whose confirm was lost when the
+  # broker went away is published again, so a few more are allowed, never
+  # fewer. Quorum queues report their depth every few seconds: poll (bounded).
   local expected=$((2 * ACCEPTED + REJECTED))
   for _ in $(seq 1 30); do
     messages=$(rabbitmqctl -q list_queues -p "$VHOST" type messages --no-table-headers |
@@ -451,9 +449,9 @@ check_drain() {
     [ "$messages" -lt "$expected" ] || break
     sleep 0.5
   done
-  [ "$messages" = "$expected" ] ||
-    fail "drain: $messages messages on the queues, expected $expected (2 × $ACCEPTED accepted + $REJECTED rejected)"
-  pass "drain: SIGTERM → exit 0 in $((SECONDS - started))s, spool empty; $ACCEPTED accepted visits all on their queues ($messages messages)"
+  [ "$messages" -ge "$expected" ] ||
+    fail "drain: $messages messages on the queues, expected $expected (2 × $ACCEPTED accepted + $REJECTED rejected): visits were lost"
+  pass "drain: SIGTERM → exit 0 in $((SECONDS - started))s, spool empty; $ACCEPTED accepted visits all on their queues ($messages messages, $((messages - expected)) published again after the outage)"
 }
 
 # ------------------------------------------------------------- compose -----

@@ -12,24 +12,11 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/rabbitmq.sh
 . scripts/lib/rabbitmq.sh
 
-ensure_prometheus() {
-  # The observability tests run promtool and a real Prometheus on loopback.
-  if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
-    return
-  fi
-  log "installing Debian's prometheus package (promtool and the server)"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-}
-
-ensure_deploy_validators() {
-  # The deploy tests check deploy/docker-compose.yml with `docker-compose
+ensure_test_tools() {
+  # The observability tests run promtool and a real Prometheus on loopback;
+  # the deploy tests check deploy/docker-compose.yml with `docker-compose
   # config` (needs no engine) and deploy/kubernetes with kubernetes-validate.
-  if ! command -v docker-compose >/dev/null 2>&1; then
-    log "installing Debian's docker-compose package (its config check needs no engine)"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
-  fi
+  ensure_commands promtool=prometheus prometheus=prometheus docker-compose=docker-compose
   if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
     log "installing kubernetes-validate 1.37.0 from PyPI (Kubernetes API schemas, offline)"
     python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
@@ -79,8 +66,7 @@ stop_cluster() {
 }
 trap stop_cluster EXIT
 
-ensure_prometheus
-ensure_deploy_validators
+ensure_test_tools
 
 log "AsyncAPI document"
 validate_asyncapi

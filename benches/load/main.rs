@@ -680,13 +680,13 @@ async fn read_more(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) {
     buffer.extend_from_slice(&chunk[..n]);
 }
 
-/// Average µs of `step` over `runs` calls, after a warm-up.
 /// One step's cost: wall-clock µs and allocations per run.
 struct StepCost {
     micros: f64,
     allocations: f64,
 }
 
+/// Average cost of `step` over `runs` calls, after a warm-up.
 fn time_step<T>(runs: u32, mut step: impl FnMut() -> T) -> StepCost {
     for _ in 0..runs / 10 {
         std::hint::black_box(step());

@@ -1,11 +1,24 @@
-# Shared by scripts/test.sh and scripts/bench.sh: make sure the local
-# RabbitMQ answers on 127.0.0.1:5672, starting it when it is installed but
-# down and installing it with apt when it is missing.
+# Shared by the scripts: make sure the local RabbitMQ answers on
+# 127.0.0.1:5672, starting it when it is installed but down and installing
+# it with apt when it is missing; install other missing tools with apt.
 
 log() { printf '==> %s\n' "$*" >&2; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# ensure_commands COMMAND=PACKAGE ...: installs with apt the Debian package
+# of every command that is not on PATH, in one apt run.
+ensure_commands() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%=*}" >/dev/null 2>&1 || missing+=("${pair#*=}")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  log "installing with apt: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 amqp_port_open() {

@@ -40,27 +40,27 @@ pub fn text(v: &Value) -> Read<String> {
     }
 }
 
-/// [`id_string`] read from the sender's raw value: strings (without
-/// escapes) and numbers' digits are borrowed from the body.
+/// [`id_string`] read from the sender's raw value, borrowing from the body.
 pub fn id_string_raw(raw: &RawValue) -> Read<Cow<'_, str>> {
+    scalar_text(raw, "a string or number", false)
+}
+
+/// [`text`] read from the sender's raw value, borrowing from the body.
+pub fn text_raw(raw: &RawValue) -> Read<Cow<'_, str>> {
+    scalar_text(raw, "a string", true)
+}
+
+/// A scalar as text without parsing it: a string's content (borrowed
+/// unless it has escapes), a number's digits, and `true`/`false` when
+/// `booleans` are text too.
+fn scalar_text<'a>(raw: &'a RawValue, expected: &str, booleans: bool) -> Read<Cow<'a, str>> {
     let text = raw.get();
     match text.as_bytes().first() {
         Some(b'"') => Ok(raw::string(raw)),
         Some(b'-' | b'0'..=b'9') => Ok(Some(Cow::Borrowed(text))),
+        Some(b't' | b'f') if booleans => Ok(Some(Cow::Borrowed(text))),
         Some(b'n') => Ok(None),
-        _ => Err(wrong_type("a string or number", &raw::value(raw))),
-    }
-}
-
-/// [`text`] read from the sender's raw value: strings (without escapes),
-/// numbers and booleans are borrowed from the body.
-pub fn text_raw(raw: &RawValue) -> Read<Cow<'_, str>> {
-    let text = raw.get();
-    match text.as_bytes().first() {
-        Some(b'"') => Ok(raw::string(raw)),
-        Some(b'-' | b'0'..=b'9' | b't' | b'f') => Ok(Some(Cow::Borrowed(text))),
-        Some(b'n') => Ok(None),
-        _ => Err(wrong_type("a string", &raw::value(raw))),
+        _ => Err(wrong_type(expected, &raw::value(raw))),
     }
 }
 

@@ -288,15 +288,7 @@ impl<'o, 'a> Reader<'o, 'a> {
         metric_field: &'static str,
         read: impl Fn(&Value) -> Read<T>,
     ) -> Option<T> {
-        let sent_key = self.sent_key(key);
-        let value = raw::value(self.object.get(sent_key)?);
-        match read(&value) {
-            Ok(v) => v,
-            Err(message) => {
-                self.warn(sent_key, metric_field, message);
-                None
-            }
-        }
+        self.field_raw(key, metric_field, |sent| read(&raw::value(sent)))
     }
 
     /// [`Self::field`] for readers of the raw value, which can borrow
