@@ -8,9 +8,14 @@
 
 use std::{sync::Arc, time::Duration};
 
+use opentelemetry::trace::Status;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
 pub use crate::metrics::DurableIn;
 use crate::publisher::{PublishError, Publisher};
 use crate::spool::{Spool, SpoolError};
+use crate::telemetry;
 use crate::visit::{Envelope, Kind};
 
 /// Why a request cannot be made durable now; its text says which setting
@@ -121,6 +126,35 @@ impl Sink {
     /// # Errors
     /// See [`Unavailable`]; nothing is left half-written.
     pub async fn make_durable(&self, envelope: Envelope) -> Result<DurableIn, Unavailable> {
+        if !telemetry::is_exporting() {
+            return self.write(envelope).await;
+        }
+        let span = tracing::info_span!(
+            "durable write",
+            durability = self.mode_name(),
+            durable_in = tracing::field::Empty,
+            kobra.receipt_id = %envelope.receipt.id,
+        );
+        let outcome = self.write(envelope).instrument(span.clone()).await;
+        match &outcome {
+            Ok(durable_in) => {
+                span.record("durable_in", durable_in.as_str());
+            }
+            Err(error) => span.set_status(Status::error(error.to_string())),
+        }
+        outcome
+    }
+
+    /// The `DURABILITY` value, for the durable-write span.
+    fn mode_name(&self) -> &'static str {
+        match self.target {
+            Target::Spool(_) => "spool",
+            Target::Replicated { .. } => "replicated",
+            Target::Confirm => "confirm",
+        }
+    }
+
+    async fn write(&self, envelope: Envelope) -> Result<DurableIn, Unavailable> {
         match &self.target {
             Target::Spool(spool) => {
                 append(spool, envelope).await?;

@@ -12,10 +12,10 @@
 //! - [`keys`]: reading `API_KEYS` and `API_KEYS_FILE`, and swapping the live set.
 //! - [`tls`]: optional TLS on the ingress, its PEM files read and reloaded.
 //! - [`config`]: the settings tree from defaults, a TOML file and `KOBRA_RELAY_*`.
-//! - [`telemetry`]: the log subscriber.
+//! - [`telemetry`]: logs and traces: the subscriber, W3C trace context, OTLP span export.
 //! - [`spool`]: the durable local queue between the 202 and the broker's confirm; the only writer to disk.
 //! - [`metrics`]: every Prometheus metric.
-//! - [`publisher`]: AMQP (lapin): connections, topology, messages, confirmed delivery, the archive;
+//! - [`publisher`]: AMQP (lapin): connections, topology, messages, confirmed delivery, producer spans, the archive;
 //!   `config` also checks AMQP URLs with lapin's parser.
 //! - [`durability`]: making a request durable as `DURABILITY` says, without HTTP.
 //! - [`http`]: the hyper server: listeners, routes, ingress, probes.

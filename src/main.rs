@@ -110,14 +110,48 @@ fn main() -> ExitCode {
         Command::Send(args) => cli::send::run(&args, &settings),
         Command::Tail(args) => cli::tail::run(&args, &settings),
         Command::Topology(args) => cli::topology::run(&args, &settings),
-        Command::Replay(args) => cli::replay::run(&args, &settings),
+        Command::Replay(args) => replay(&args, &settings),
         Command::Spool(args) => cli::spool::run(&args, &settings),
         Command::Probe { url } => cli::probe::run(&url),
     }
 }
 
 fn serve(settings: Settings) -> ExitCode {
-    telemetry::init(settings.log_format, telemetry::DEFAULT_FILTER);
+    let telemetry = match telemetry::start(
+        settings.log_format,
+        telemetry::DEFAULT_FILTER,
+        &settings.traces,
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!(
+                "kobra-relay: cannot start trace export (OTEL_EXPORTER_OTLP_ENDPOINT): {error:#}"
+            );
+            return ExitCode::from(cli::USAGE);
+        }
+    };
+    let code = run(settings);
+    telemetry.shutdown();
+    code
+}
+
+/// `replay`, exporting its spans when an OTLP endpoint is set.
+fn replay(args: &cli::replay::ReplayArgs, settings: &Settings) -> ExitCode {
+    let telemetry = match telemetry::start_spans_only(&settings.traces) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!(
+                "kobra-relay: cannot start trace export (OTEL_EXPORTER_OTLP_ENDPOINT): {error:#}"
+            );
+            return ExitCode::from(cli::USAGE);
+        }
+    };
+    let code = cli::replay::run(args, settings);
+    telemetry.shutdown();
+    code
+}
+
+fn run(settings: Settings) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

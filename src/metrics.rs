@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::auth::AuthError;
 use crate::spool::{SpoolStats, WriteFailureKind};
+use crate::telemetry::SpanCounts;
 use crate::visit::{Product, RejectionReason, WARNING_FIELDS};
 
 /// The ingress route label.
@@ -117,6 +118,9 @@ pub struct Metrics {
     open_connections: IntGauge,
     spool_write_failures: IntCounterVec,
     spool_damaged_records: IntCounter,
+    trace_context_invalid: IntCounter,
+    trace_spans_exported: IntCounter,
+    trace_spans_dropped: IntCounterVec,
 }
 
 /// Latency buckets from 100 µs to 10 s.
@@ -286,6 +290,19 @@ impl Metrics {
                 "spool_damaged_records_total",
                 "Accepted visits found unreadable in the spool at start (damaged, not a torn write); their bytes are in SPOOL_DIR/quarantine.",
             ),
+            trace_context_invalid: r.counter(
+                "trace_context_invalid_total",
+                "Requests whose traceparent was malformed; it was ignored and the visit started a new trace.",
+            ),
+            trace_spans_exported: r.counter(
+                "trace_spans_exported_total",
+                "Spans the OTLP collector accepted.",
+            ),
+            trace_spans_dropped: r.counters(
+                "trace_spans_dropped_total",
+                "Spans not exported, by reason: queue_full (OTEL_BSP_MAX_QUEUE_SIZE reached) or export_failed (the collector refused or was unreachable).",
+                &["reason"],
+            ),
             registry: registry.clone(),
         };
         registry
@@ -347,6 +364,23 @@ impl Metrics {
             self.spool_write_failures
                 .with_label_values(&[kind.as_str()]);
         }
+        self.observe_spans(SpanCounts::default());
+    }
+
+    /// A malformed `traceparent`, ignored.
+    pub fn trace_context_invalid(&self) {
+        self.trace_context_invalid.inc();
+    }
+
+    /// Mirrors the exporter's span counts (the counters catch up at each scrape).
+    pub fn observe_spans(&self, counts: SpanCounts) {
+        let catch_up = |counter: &IntCounter, total: u64| {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        };
+        catch_up(&self.trace_spans_exported, counts.exported);
+        let dropped = |reason| self.trace_spans_dropped.with_label_values(&[reason]);
+        catch_up(&dropped("queue_full"), counts.dropped_queue_full);
+        catch_up(&dropped("export_failed"), counts.dropped_export_failed);
     }
 
     /// One ingress response.

@@ -5,6 +5,7 @@
 //! - `parse`: the value parsers (sizes, durations, URLs) every source shares,
 //!   so a setting behaves the same in a file and in the environment.
 //! - `settings`: the tree of sections, each handed whole to its user.
+//! - `traces`: the tracing section, under OpenTelemetry's `OTEL_*` names.
 //! - `render`: the masked TOML that `check-config` prints.
 //!
 //! Every error names the setting to fix. Secrets (API keys, AMQP
@@ -16,6 +17,7 @@ mod parse;
 mod render;
 mod settings;
 mod sources;
+mod traces;
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +28,7 @@ pub use settings::{
 };
 pub use sources::ENV_PREFIX;
 use sources::{RawValues, SETTINGS, env_name};
+pub use traces::{Root, Sampler, TraceSettings};
 
 /// A configuration problem; the message names the setting to fix.
 #[derive(Debug, thiserror::Error)]

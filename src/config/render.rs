@@ -71,6 +71,18 @@ impl Settings {
             line("TLS_CERT_FILE", path(&tls.cert));
             line("TLS_KEY_FILE", path(&tls.key));
         }
+        let traces = &self.traces;
+        if let Some(endpoint) = &traces.endpoint {
+            line(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                quoted(&mask_url(endpoint)),
+            );
+        }
+        line("OTEL_SERVICE_NAME", quoted(&traces.service_name));
+        line("OTEL_TRACES_SAMPLER", quoted(traces.sampler.name()));
+        if let Some(ratio) = traces.sampler.ratio() {
+            line("OTEL_TRACES_SAMPLER_ARG", quoted(&ratio.to_string()));
+        }
         out
     }
 }

@@ -11,6 +11,7 @@ use super::parse::{
     parse_addr, parse_amqp_urls, parse_bool, parse_duration, parse_positive_duration, parse_size,
 };
 use super::sources::RawValues;
+use super::traces::TraceSettings;
 use crate::auth::ApiKeys;
 use crate::keys::{KeyLoadError, KeySource};
 use crate::tls::TlsFiles;
@@ -35,6 +36,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// How long shutdown keeps draining the spool to the broker.
     pub shutdown_grace: Duration,
+    /// Trace export (off unless an OTLP endpoint is set).
+    pub traces: TraceSettings,
 }
 
 /// `LISTEN`, `ADMIN_LISTEN`, `MAX_BODY_BYTES`, the connection limits and TLS.
@@ -239,6 +242,7 @@ impl Settings {
                 _ => Err(format!("{s:?} must be json or pretty")),
             })?,
             shutdown_grace: raw.parse("SHUTDOWN_GRACE", parse_duration)?,
+            traces: TraceSettings::from_raw(raw)?,
         })
     }
 }

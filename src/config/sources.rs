@@ -1,6 +1,8 @@
 //! Where raw setting values come from: the defaults table, then an optional
 //! TOML file, then `KOBRA_RELAY_*` environment variables, each later source
-//! overriding the earlier ones.
+//! overriding the earlier ones. The tracing settings keep OpenTelemetry's
+//! standard names (`OTEL_*`, read without the prefix), so the variables an
+//! operator already sets for other services work here too.
 //!
 //! Values stay text here, tagged with their source, so that one parser per
 //! setting serves every source and an error can say where a value came from.
@@ -13,7 +15,7 @@ use super::ConfigError;
 pub const ENV_PREFIX: &str = "KOBRA_RELAY_";
 
 /// Every setting, by its upper-case name, with its default (if any).
-pub(super) const SETTINGS: [(&str, Option<&str>); 28] = [
+pub(super) const SETTINGS: [(&str, Option<&str>); 37] = [
     ("LISTEN", Some("0.0.0.0:8080")),
     ("ADMIN_LISTEN", Some("0.0.0.0:8081")),
     ("API_KEYS", None),
@@ -42,11 +44,27 @@ pub(super) const SETTINGS: [(&str, Option<&str>); 28] = [
     ("MAX_HEADER_BYTES", Some("64KiB")),
     ("TLS_CERT_FILE", None),
     ("TLS_KEY_FILE", None),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", None),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", Some("http/protobuf")),
+    ("OTEL_TRACES_EXPORTER", Some("otlp")),
+    ("OTEL_SDK_DISABLED", Some("false")),
+    ("OTEL_SERVICE_NAME", Some("kobra-relay")),
+    ("OTEL_TRACES_SAMPLER", Some("parentbased_always_on")),
+    ("OTEL_TRACES_SAMPLER_ARG", None),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", Some("2048")),
 ];
+
+/// Settings whose environment variable is the OpenTelemetry standard name.
+const OTEL_PREFIX: &str = "OTEL_";
 
 /// The full environment variable of a setting.
 pub(super) fn env_name(setting: &str) -> String {
-    format!("{ENV_PREFIX}{setting}")
+    if setting.starts_with(OTEL_PREFIX) {
+        setting.to_owned()
+    } else {
+        format!("{ENV_PREFIX}{setting}")
+    }
 }
 
 /// Raw values by setting name, each with a description of its source.
@@ -68,10 +86,20 @@ impl RawValues {
             raw.read_file(path)?;
         }
         for (key, value) in env {
-            let Some(name) = key.strip_prefix(ENV_PREFIX) else {
+            let setting = if let Some(name) = key.strip_prefix(ENV_PREFIX) {
+                lookup(name)
+                    .filter(|n| !n.starts_with(OTEL_PREFIX))
+                    .ok_or_else(|| ConfigError::Unknown { name: key.clone() })?
+            } else if key.starts_with(OTEL_PREFIX) {
+                // Other OTEL_* variables belong to the exporter (headers,
+                // timeout, compression) or to other programs.
+                match SETTINGS.iter().find(|(n, _)| *n == key) {
+                    Some((name, _)) => name,
+                    None => continue,
+                }
+            } else {
                 continue;
             };
-            let setting = lookup(name).ok_or_else(|| ConfigError::Unknown { name: key.clone() })?;
             raw.0.insert(setting, (value, "environment".to_owned()));
         }
         Ok(raw)

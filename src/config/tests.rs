@@ -198,3 +198,90 @@ fn rendering_masks_every_secret() {
     let reparsed: toml::Table = shown.parse().expect("rendered config is TOML");
     assert_eq!(reparsed["queue_type"].as_str(), Some("quorum"));
 }
+
+#[test]
+fn trace_export_is_off_until_an_otlp_endpoint_is_set() {
+    let off = load(&[("API_KEYS", "k")]).unwrap().traces;
+    assert_eq!(off.endpoint, None);
+    assert_eq!(off.service_name, "kobra-relay");
+    assert_eq!(off.sampler, Sampler::ParentBased(Root::AlwaysOn));
+    assert_eq!(off.max_queue, 2048);
+
+    let mut vars = env(&[("API_KEYS", "k")]);
+    vars.push((
+        "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+        "http://collector:4318/".into(),
+    ));
+    vars.push(("OTEL_TRACES_SAMPLER".into(), "traceidratio".into()));
+    vars.push(("OTEL_TRACES_SAMPLER_ARG".into(), "0.25".into()));
+    vars.push(("OTEL_RESOURCE_ATTRIBUTES".into(), "left=to-the-sdk".into()));
+    let on = Settings::from_sources(None, vars.clone()).unwrap().traces;
+    assert_eq!(
+        on.endpoint.as_deref(),
+        Some("http://collector:4318/v1/traces")
+    );
+    assert_eq!(on.sampler, Sampler::Ratio(0.25));
+
+    vars.push((
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(),
+        "http://other:4318/traces".into(),
+    ));
+    let full = Settings::from_sources(None, vars.clone()).unwrap().traces;
+    assert_eq!(full.endpoint.as_deref(), Some("http://other:4318/traces"));
+
+    vars.push(("OTEL_SDK_DISABLED".into(), "true".into()));
+    let disabled = Settings::from_sources(None, vars).unwrap().traces;
+    assert_eq!(disabled.endpoint, None);
+}
+
+#[test]
+fn trace_settings_errors_name_the_standard_variable() {
+    let with = |name: &str, value: &str| {
+        let mut vars = env(&[("API_KEYS", "k")]);
+        vars.push((name.into(), value.into()));
+        Settings::from_sources(None, vars).map(|s| s.traces)
+    };
+    let https = with("OTEL_EXPORTER_OTLP_ENDPOINT", "https://vendor.example")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        https.starts_with("OTEL_EXPORTER_OTLP_ENDPOINT has an invalid value"),
+        "{https}"
+    );
+    assert!(https.contains("collector"), "{https}");
+    let sampler = with("OTEL_TRACES_SAMPLER", "sometimes")
+        .unwrap_err()
+        .to_string();
+    assert!(sampler.starts_with("OTEL_TRACES_SAMPLER has"), "{sampler}");
+    let grpc = with("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .unwrap_err()
+        .to_string();
+    assert!(grpc.contains("http/protobuf"), "{grpc}");
+    // Only the standard names: a prefixed one is a typo.
+    let prefixed = load(&[("API_KEYS", "k"), ("OTEL_SERVICE_NAME", "x")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        prefixed.contains("unknown setting KOBRA_RELAY_OTEL_SERVICE_NAME"),
+        "{prefixed}"
+    );
+}
+
+#[test]
+fn trace_settings_come_from_the_file_under_their_lower_case_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("relay.toml");
+    std::fs::write(
+        &file,
+        "api_keys = \"k\"\notel_exporter_otlp_endpoint = \"http://127.0.0.1:4318\"\notel_service_name = \"eu1\"\n",
+    )
+    .expect("write");
+    let traces = Settings::from_sources(Some(&file), Vec::new())
+        .unwrap()
+        .traces;
+    assert_eq!(
+        traces.endpoint.as_deref(),
+        Some("http://127.0.0.1:4318/v1/traces")
+    );
+    assert_eq!(traces.service_name, "eu1");
+}

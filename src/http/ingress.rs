@@ -16,6 +16,12 @@
 //! promises to keep the bytes on the rejected exchange, so it too is sent
 //! only after that copy is durable. Anything that fails before then answers
 //! `503` and nothing is kept half-written.
+//!
+//! **Trace context.** A W3C `traceparent` (and `tracestate`) is read from
+//! the request; a malformed one is ignored and counted, never refused.
+//! While spans are exported the request span is the trace's HTTP server
+//! span (the caller's child) and the envelope carries its context;
+//! otherwise the envelope carries the caller's context as received.
 
 use std::time::Instant;
 
@@ -23,8 +29,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::{Request, StatusCode, body::Incoming, header};
 use jiff::Timestamp;
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use serde::Serialize;
 use tracing::{Instrument, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use super::{AppState, HttpResponse, IngressError, response};
@@ -32,6 +40,7 @@ use crate::auth::{AuthError, Authorized};
 use crate::durability::Unavailable;
 use crate::metrics::{ROUTE_FINISH_VISIT, ROUTE_OTHER};
 use crate::visit::{self, Envelope, Kind, Receipt};
+use crate::{routes, telemetry};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -91,6 +100,11 @@ fn refuse<B>(
     with_request_id(response, &request_id)
 }
 
+/// A request header as text, if it is.
+fn header_text<'r, B>(req: &'r Request<B>, name: &str) -> Option<&'r str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
 /// Handles one Finish Visit request.
 pub async fn accept(req: Request<Incoming>, state: &AppState) -> HttpResponse {
     let started = Instant::now();
@@ -104,8 +118,26 @@ pub async fn accept(req: Request<Incoming>, state: &AppState) -> HttpResponse {
         product = Empty,
         status = Empty,
         latency_ms = Empty,
+        otel.name = Empty,
+        otel.kind = Empty,
     );
-    let response = handle(req, state, receipt_id)
+    let incoming = telemetry::extract(
+        header_text(&req, telemetry::TRACEPARENT),
+        header_text(&req, telemetry::TRACESTATE),
+    );
+    let trace = if telemetry::is_exporting() {
+        Some(server_span(&span, &incoming, receipt_id))
+    } else {
+        // Not exporting: the caller's context travels on unchanged.
+        incoming.parent().cloned()
+    };
+    if incoming == telemetry::Incoming::Malformed {
+        state.metrics.trace_context_invalid();
+        span.in_scope(|| {
+            tracing::debug!("malformed traceparent ignored; the visit starts a new trace");
+        });
+    }
+    let response = handle(req, state, receipt_id, trace)
         .instrument(span.clone())
         .await
         .unwrap_or_else(IngressError::into_response);
@@ -116,6 +148,12 @@ pub async fn accept(req: Request<Incoming>, state: &AppState) -> HttpResponse {
         .http_response(ROUTE_FINISH_VISIT, status, elapsed);
     span.record("status", status);
     span.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
+    if telemetry::is_exporting() {
+        span.set_attribute("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            span.set_status(opentelemetry::trace::Status::error("request not accepted"));
+        }
+    }
     span.in_scope(|| {
         if status == 202 {
             tracing::debug!("visit accepted");
@@ -128,10 +166,34 @@ pub async fn accept(req: Request<Incoming>, state: &AppState) -> HttpResponse {
     with_request_id(response, &request_id)
 }
 
+/// Makes the request span the HTTP server span of the visit's trace, the
+/// caller's child when it sent a `traceparent`; returns its context. Must
+/// run before the span is first entered, which fixes its name and parent.
+fn server_span(
+    span: &tracing::Span,
+    incoming: &telemetry::Incoming,
+    receipt_id: Uuid,
+) -> SpanContext {
+    span.record("otel.name", SERVER_SPAN_NAME);
+    span.record("otel.kind", "server");
+    if let Some(parent) = incoming.parent() {
+        // Fails only without the OpenTelemetry layer, which exporting implies.
+        let _ = span.set_parent(telemetry::remote(parent));
+    }
+    span.set_attribute("http.request.method", "POST");
+    span.set_attribute("http.route", routes::FINISH_VISIT);
+    span.set_attribute("kobra.receipt_id", receipt_id.to_string());
+    span.context().span().span_context().clone()
+}
+
+/// `{method} {route}`, as the HTTP conventions name a server span.
+const SERVER_SPAN_NAME: &str = "POST /webhooks/finish-visit";
+
 async fn handle(
     req: Request<Incoming>,
     state: &AppState,
     receipt_id: Uuid,
+    trace: Option<SpanContext>,
 ) -> Result<HttpResponse, IngressError> {
     let span = tracing::Span::current();
     let authorized = authorize(&req, state)?;
@@ -142,6 +204,9 @@ async fn handle(
     span.record("product", &*inspection.product.slug());
     if let Some(visit_id) = &inspection.visit_id {
         span.record("visit_id", visit_id.as_str());
+        if telemetry::is_exporting() {
+            span.set_attribute("kobra.visit_id", visit_id.clone());
+        }
     }
     let receipt = Receipt {
         id: receipt_id,
@@ -152,7 +217,7 @@ async fn handle(
         Kind::Visit => None,
         Kind::Rejected(_) => Some(visit::rejection_detail(&body, state.http.max_json_depth)),
     };
-    let envelope = Envelope::with_kind(receipt, body, inspection.kind);
+    let envelope = Envelope::with_kind(receipt, body, inspection.kind).in_trace(trace);
     let message_id = envelope.message_id();
 
     let durable_in = state.sink.make_durable(envelope).await?;

@@ -99,6 +99,7 @@ pub fn metrics(state: &AppState) -> HttpResponse {
             .metrics
             .observe_spool(spool.stats(), jiff::Timestamp::now());
     }
+    state.metrics.observe_spans(crate::telemetry::span_counts());
     response::text(
         "text/plain; version=0.0.4; charset=utf-8",
         state.metrics.render(),

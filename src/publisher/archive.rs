@@ -108,7 +108,12 @@ pub fn read_archived(properties: &BasicProperties, body: &[u8]) -> Archived {
         received_at,
         key_label: headers::text(properties, headers::API_KEY_LABEL).unwrap_or_default(),
     };
-    let envelope = Envelope::with_kind(receipt, body, kind);
+    // The trace the visit was first published in, for replay's link.
+    let trace = crate::telemetry::extract(
+        headers::text(properties, headers::TRACEPARENT).as_deref(),
+        headers::text(properties, headers::TRACESTATE).as_deref(),
+    );
+    let envelope = Envelope::with_kind(receipt, body, kind).in_trace(trace.parent().cloned());
     let recorded = properties.message_id().as_ref().map(|id| id.to_string());
     if recorded.as_deref() != Some(envelope.message_id().as_str()) {
         return Archived::Corrupt("the body does not match its message_id (SHA-256)".into());

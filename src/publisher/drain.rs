@@ -18,6 +18,7 @@ use super::confirm::{self, CONFIRM_WINDOW, CONFIRM_WINDOW_BYTES, PublishError};
 use super::link::Link;
 use super::message::{self, Prepared};
 use super::retries::Retries;
+use super::spans::{self, Origin};
 use crate::spool::{Pending, Spool};
 
 impl Publisher {
@@ -228,7 +229,9 @@ impl Round<'_> {
                     if redelivery {
                         self.publisher.metrics.redelivered(1);
                     }
-                    let prepared = message::prepare(&pending.envelope, &self.publisher.topology);
+                    let mut prepared =
+                        message::prepare(&pending.envelope, &self.publisher.topology);
+                    spans::start(&mut prepared, &pending.envelope, Origin::Accepted);
                     (pending, prepared)
                 })
                 .collect();
@@ -290,6 +293,7 @@ impl Round<'_> {
         started: Instant,
         result: Result<(), PublishError>,
     ) -> Result<Option<u64>, RoundEnd> {
+        spans::settled(&prepared.messages, &result);
         match result {
             Ok(()) => {
                 self.retries.forget(pending.seq);
@@ -316,6 +320,7 @@ impl Round<'_> {
             }
             Err(error) => {
                 let delay = self.retries.schedule(pending.seq);
+                spans::retry_scheduled(&prepared.messages, delay);
                 tracing::warn!(
                     %error, seq = pending.seq, visit_id = prepared.visit_id.as_deref().unwrap_or(""),
                     retry_in_ms = delay.as_millis() as u64,

@@ -25,6 +25,11 @@ pub const SCHEMA_VERSION: &str = "x-schema-version";
 pub const REJECTION_REASON: &str = "x-rejection-reason";
 /// `true` on messages that `kobra-relay replay` published.
 pub const REPLAYED: &str = "x-replayed";
+/// W3C trace context: the span a consumer continues (the publish's span
+/// while spans are exported, else the caller's as received).
+pub const TRACEPARENT: &str = crate::telemetry::TRACEPARENT;
+/// W3C vendor trace state, when the trace has any.
+pub const TRACESTATE: &str = crate::telemetry::TRACESTATE;
 /// The offset RabbitMQ gives each delivery from a stream; also the
 /// consume argument that says where to start reading one.
 pub const STREAM_OFFSET: &str = "x-stream-offset";

@@ -2,7 +2,9 @@
 //! routing key, body, properties and headers. No I/O.
 //!
 //! Everything here is a pure function of the envelope, so a retry after a
-//! restart produces byte-identical messages with the same `message_id`.
+//! restart produces byte-identical messages with the same `message_id`
+//! (while spans are exported, `publisher::spans` then names each attempt's
+//! own span in `traceparent`).
 
 use std::borrow::Cow;
 
@@ -12,9 +14,12 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 
+use opentelemetry::trace::SpanContext;
+
 use super::headers as header;
 use super::topology::Topology;
 use crate::metrics::ExchangeLabel;
+use crate::telemetry;
 use crate::visit::{
     Envelope, Kind, NormalizedVisit, Product, RejectionReason, SCHEMA_VERSION, Warning, normalize,
 };
@@ -42,6 +47,9 @@ pub struct Outgoing {
     pub body: Bytes,
     /// Properties and headers.
     pub properties: BasicProperties,
+    /// Its producer span while spans are exported (`publisher::spans`),
+    /// else a span that records nothing.
+    pub span: tracing::Span,
 }
 
 /// The messages of one envelope, plus what the metrics need to know.
@@ -96,6 +104,7 @@ fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit<'_>, topology: &Top
         routing_key: routing_key.clone(),
         body: envelope.body.clone(),
         properties: properties(envelope, VISIT_TYPE, "application/json", headers.clone()),
+        span: tracing::Span::none(),
     };
     let mut normalized_headers = headers;
     normalized_headers.insert(
@@ -116,6 +125,7 @@ fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit<'_>, topology: &Top
         routing_key,
         body: Bytes::from(document),
         properties: properties(envelope, VISIT_TYPE, "application/json", normalized_headers),
+        span: tracing::Span::none(),
     };
     Prepared {
         product,
@@ -140,6 +150,7 @@ fn prepare_rejected(envelope: &Envelope, reason: RejectionReason, topology: &Top
             routing_key: "visit.rejected".into(),
             body: envelope.body.clone(),
             properties: properties(envelope, REJECTED_TYPE, "application/octet-stream", headers),
+            span: tracing::Span::none(),
         }],
         warnings: Vec::new(),
         visit_id: None,
@@ -148,6 +159,9 @@ fn prepare_rejected(envelope: &Envelope, reason: RejectionReason, topology: &Top
 
 fn common_headers(envelope: &Envelope) -> FieldTable {
     let mut headers = FieldTable::default();
+    if let Some(span) = &envelope.trace {
+        set_trace(&mut headers, span);
+    }
     let received_at = envelope.receipt.received_at.to_string();
     insert_text(&mut headers, header::RECEIVED_AT, Some(&received_at));
     insert_text(
@@ -156,6 +170,21 @@ fn common_headers(envelope: &Envelope) -> FieldTable {
         Some(&envelope.receipt.key_label),
     );
     headers
+}
+
+/// Names `span` as the parent of whoever continues the trace from the message.
+pub fn set_trace(headers: &mut FieldTable, span: &SpanContext) {
+    let trace = telemetry::headers(span);
+    insert_text(headers, header::TRACEPARENT, Some(&trace.traceparent));
+    if trace.tracestate.is_empty() {
+        if headers.contains_key(header::TRACESTATE) {
+            let mut rest = headers.inner().clone();
+            rest.remove(header::TRACESTATE);
+            *headers = FieldTable::from(rest);
+        }
+    } else {
+        insert_text(headers, header::TRACESTATE, Some(&trace.tracestate));
+    }
 }
 
 fn insert_text(headers: &mut FieldTable, name: &str, value: Option<&str>) {

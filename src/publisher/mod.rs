@@ -11,7 +11,8 @@
 //!   `topology`: names and declarations as data; `declare`: declaring them;
 //!   `connect`: opening connections; `link`: the relay's one connection,
 //!   kept up; `archive`: reading the archive stream back; `waiters`: the
-//!   requests of `replicated` mode waiting for their confirms.
+//!   requests of `replicated` mode waiting for their confirms; `spans`: the
+//!   producer spans while spans are exported.
 //!
 //! A publish that times out while the broker has not answered anything
 //! (confirm, nack or return) for a whole `PUBLISH_TIMEOUT` means the link is
@@ -31,6 +32,7 @@ pub mod headers;
 pub mod link;
 pub mod message;
 mod retries;
+pub mod spans;
 pub mod topology;
 mod waiters;
 
@@ -112,6 +114,7 @@ impl Publisher {
             None => Err(PublishError::NotConnected),
             Some(session) => {
                 let mut prepared = message::prepare(envelope, &self.topology);
+                spans::start(&mut prepared, envelope, spans::Origin::Accepted);
                 let started = Instant::now();
                 let outcome = tokio::time::timeout(self.publish_timeout, async {
                     let mut confirms =
@@ -120,6 +123,7 @@ impl Publisher {
                 })
                 .await
                 .unwrap_or(Err(PublishError::Timeout));
+                spans::settled(&prepared.messages, &outcome);
                 match &outcome {
                     Err(PublishError::Connection(_)) => self.link.reset(session.generation),
                     Err(PublishError::Timeout) if self.link_is_silent() => {

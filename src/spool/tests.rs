@@ -383,3 +383,37 @@ async fn inspection_reads_a_live_spool_without_changing_it() {
     assert_eq!(closed.stats.entries, 3);
     assert!(closed.oldest.is_empty());
 }
+
+#[tokio::test]
+async fn a_spool_written_before_trace_contexts_is_recovered_and_extended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = super::record::version_1_bytes(
+        1,
+        uuid::Uuid::now_v7(),
+        1_795_687_200_000_000_000,
+        "kobra",
+        b"{\"n\":1}",
+    );
+    fs::write(segment_path(dir.path(), 1), &old).expect("write");
+    let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("open");
+    assert_eq!((report.pending, report.damaged.len()), (1, 0));
+    let span = opentelemetry::trace::SpanContext::new(
+        opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("id"),
+        opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("id"),
+        opentelemetry::trace::TraceFlags::SAMPLED,
+        true,
+        Default::default(),
+    );
+    spool
+        .append(envelope("{\"n\":2}").in_trace(Some(span.clone())))
+        .await
+        .expect("append");
+    drop(spool);
+    let (spool, report) = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert_eq!(report.pending, 2);
+    let pending = spool.pending_after(None, 10).expect("pending");
+    assert_eq!(bodies(&pending), ["{\"n\":1}", "{\"n\":2}"]);
+    assert_eq!(pending[0].envelope.trace, None);
+    assert_eq!(pending[0].envelope.receipt.key_label, "kobra");
+    assert_eq!(pending[1].envelope.trace, Some(span));
+}

@@ -17,6 +17,7 @@ mod time;
 
 use bytes::Bytes;
 use jiff::Timestamp;
+use opentelemetry::trace::SpanContext;
 use uuid::Uuid;
 
 pub use depth::{DEFAULT_MAX_DEPTH, DEPTH_CEILING, nesting_depth};
@@ -94,6 +95,10 @@ pub struct Envelope {
     pub digest: [u8; 32],
     /// The body exactly as received.
     pub body: Bytes,
+    /// The span that accepted the request (or the caller's, passed
+    /// through while spans are not exported): the parent of its publishes,
+    /// also after a restart. `None` when nothing names a trace.
+    pub trace: Option<SpanContext>,
 }
 
 impl Envelope {
@@ -112,6 +117,15 @@ impl Envelope {
             kind,
             digest,
             body,
+            trace: None,
+        }
+    }
+
+    /// The envelope, belonging to the trace of `span`.
+    pub fn in_trace(self, span: Option<SpanContext>) -> Self {
+        Self {
+            trace: span.filter(SpanContext::is_valid),
+            ..self
         }
     }
 

@@ -24,7 +24,7 @@ pub fn command(args: &[&str], settings: &[(&str, &str)]) -> tokio::process::Comm
         command.env_remove(name);
     }
     for (name, value) in settings {
-        command.env(format!("KOBRA_RELAY_{name}"), value);
+        command.env(crate::process::env_name(name), value);
     }
     command
 }

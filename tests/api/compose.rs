@@ -91,7 +91,7 @@ fn the_relay_settings_load_and_reach_the_broker_with_its_credentials() {
         .as_object()
         .expect("environment")
         .iter()
-        .filter(|(k, _)| k.starts_with("KOBRA_RELAY_"))
+        .filter(|(k, _)| k.starts_with("KOBRA_RELAY_") || k.starts_with("OTEL_"))
         .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
         .collect();
     // What the image sets (deploy/docker/Dockerfile ENV).
@@ -100,6 +100,10 @@ fn the_relay_settings_load_and_reach_the_broker_with_its_credentials() {
         "/var/lib/kobra-relay/spool".into(),
     ));
     let loaded = Settings::from_sources(None, settings).expect("the relay accepts its settings");
+    assert_eq!(
+        loaded.traces.endpoint, None,
+        "trace export is off unless OTEL_EXPORTER_OTLP_ENDPOINT is given"
+    );
     assert_eq!(
         loaded.keys.api_keys.labels().collect::<Vec<_>>(),
         ["dev"],

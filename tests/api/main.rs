@@ -26,3 +26,4 @@ mod replicated;
 mod schema;
 mod support;
 mod tls;
+mod traces;

@@ -24,12 +24,22 @@ pub struct RelayProcess {
     reader: tokio::task::JoinHandle<()>,
 }
 
+/// The variable of a setting: `KOBRA_RELAY_<name>`, or an `OTEL_*` name as is.
+pub fn env_name(name: &str) -> String {
+    if name.starts_with("OTEL_") {
+        name.to_owned()
+    } else {
+        format!("KOBRA_RELAY_{name}")
+    }
+}
+
 /// Starts the binary with JSON logs and waits until it reports ready.
 pub async fn start_relay(prefix: &str, spool_dir: &Path, amqp_url: Option<&str>) -> RelayProcess {
     start_relay_with(prefix, spool_dir, amqp_url, &[]).await
 }
 
-/// Like [`start_relay`], with extra `KOBRA_RELAY_*` settings (names without the prefix).
+/// Like [`start_relay`], with extra `KOBRA_RELAY_*` settings (names without
+/// the prefix; `OTEL_*` names are passed as they are).
 pub async fn start_relay_with(
     prefix: &str,
     spool_dir: &Path,
@@ -49,7 +59,7 @@ pub async fn start_relay_with(
         .env("KOBRA_RELAY_LOG_FORMAT", "json")
         .env("RUST_LOG", "info");
     for (name, value) in extra {
-        command.env(format!("KOBRA_RELAY_{name}"), value);
+        command.env(env_name(name), value);
     }
     let mut child = command
         .stdout(Stdio::piped())

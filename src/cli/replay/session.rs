@@ -15,7 +15,7 @@ use super::plan::{Plan, matches, republish};
 use super::progress::Progress;
 use super::{End, Tally};
 use crate::publisher::archive::{self, Archived, Start, read_archived, received_at, stream_offset};
-use crate::publisher::{self, CONFIRM_WINDOW, PublishError, topology::Topology};
+use crate::publisher::{self, CONFIRM_WINDOW, PublishError, spans, topology::Topology};
 
 /// An open replay: a stream consumer on the archive and, unless it is a dry
 /// run, a channel in confirm mode to publish on.
@@ -84,7 +84,7 @@ impl<'a> Replay<'a> {
     /// Reads until the window or the stream ends, `interrupt` resolves or a
     /// publish fails; every publish sent is confirmed before it returns.
     pub(super) async fn run(mut self, tally: &mut Tally, interrupt: impl Future) -> End {
-        let mut pending: VecDeque<(u64, PublisherConfirm)> = VecDeque::new();
+        let mut pending: VecDeque<Sent> = VecDeque::new();
         let mut interrupt = std::pin::pin!(interrupt);
         let mut end = End::Done;
         loop {
@@ -142,7 +142,7 @@ impl<'a> Replay<'a> {
         &mut self,
         delivery: &Delivery,
         tally: &mut Tally,
-        pending: &mut VecDeque<(u64, PublisherConfirm)>,
+        pending: &mut VecDeque<Sent>,
     ) -> Result<bool, String> {
         let offset = stream_offset(&delivery.properties);
         let at = received_at(&delivery.properties);
@@ -171,6 +171,7 @@ impl<'a> Replay<'a> {
         }
         tally.matched += 1;
         let (mut outgoing, warnings) = republish(&envelope, self.topology, self.plan);
+        spans::start_one(&mut outgoing, &envelope, None, spans::Origin::Replayed);
         tally.warnings += warnings as u64;
         let Some(channel) = &self.publisher else {
             return Ok(true);
@@ -185,21 +186,23 @@ impl<'a> Replay<'a> {
             })?
             .pop()
             .expect("one message sent, one confirm");
-        pending.push_back((offset.unwrap_or_default(), confirm));
+        pending.push_back((offset.unwrap_or_default(), confirm, outgoing.span));
         Ok(true)
     }
 }
 
+/// A publish awaiting its confirm: its archive offset, and its span.
+type Sent = (u64, PublisherConfirm, tracing::Span);
+
 /// Waits for the oldest publish's confirm. On a failure, the replay is to
 /// go on from that message.
-async fn confirm_front(
-    pending: &mut VecDeque<(u64, PublisherConfirm)>,
-    tally: &mut Tally,
-) -> Result<(), String> {
-    let Some((offset, confirm)) = pending.pop_front() else {
+async fn confirm_front(pending: &mut VecDeque<Sent>, tally: &mut Tally) -> Result<(), String> {
+    let Some((offset, confirm, span)) = pending.pop_front() else {
         return Ok(());
     };
-    let failure = match publisher::settle(confirm).await {
+    let settled = publisher::settle(confirm).await;
+    spans::settled_one(&span, &settled);
+    let failure = match settled {
         Ok(()) => None,
         Err(PublishError::Connection(error)) => Some(format!(
             "waiting for the confirm of offset {offset}: {error}"

@@ -1,3 +1,4 @@
 //! Support shared beyond the test binary (the benchmark includes `broker`).
 
 pub mod broker;
+pub mod otlp;
