@@ -8,7 +8,9 @@
 # against one node and against a 3-node cluster). --visits N and
 # --concurrency N change the main table's run length and connections;
 # --steps prints only the in-process table of the relay's pure steps (time
-# and allocations per visit), without a broker.
+# and allocations per visit), without a broker; --tracing prints only the
+# cost of span export (off, on with a collector, on with the collector
+# down), each twice in alternation.
 # Full and --scale-out runs start the 3-node cluster of scripts/cluster.sh
 # and remove it afterwards (unless it was already running).
 # The table is printed and also written to target/bench/last-run.md.
@@ -20,7 +22,7 @@ cd "$(dirname "$0")/.."
 
 case " $* " in
   *" --scale-out "*) needs_cluster=true ;;
-  *" --quick "* | *" --only "*) needs_cluster=false ;;
+  *" --quick "* | *" --only "* | *" --tracing "* | *" --steps "*) needs_cluster=false ;;
   *) needs_cluster=true ;;
 esac
 

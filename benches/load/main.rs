@@ -44,6 +44,7 @@ mod allocations;
 #[path = "../../tests/api/support/broker.rs"]
 mod broker_support;
 mod scale_out;
+mod tracing_cost;
 
 #[global_allocator]
 static GLOBAL: allocations::Counting = allocations::Counting;
@@ -62,6 +63,8 @@ struct Options {
     scale_out_only: bool,
     /// `--steps`: only the in-process steps table (no broker, no relay).
     steps_only: bool,
+    /// `--tracing`: only the tracing-cost table (export off, on, collector down).
+    tracing_only: bool,
 }
 
 fn options() -> Options {
@@ -101,6 +104,7 @@ fn options() -> Options {
         only,
         scale_out_only: args.iter().any(|a| a == "--scale-out"),
         steps_only: args.iter().any(|a| a == "--steps"),
+        tracing_only: args.iter().any(|a| a == "--tracing"),
     }
 }
 
@@ -363,12 +367,44 @@ impl Relay {
         amqp_url: &str,
         wait_for_broker: bool,
     ) -> Self {
+        Self::start_with(
+            topology_prefix,
+            queue_type,
+            durability,
+            spool,
+            amqp_url,
+            wait_for_broker,
+            &[],
+        )
+        .await
+    }
+
+    /// [`Relay::start`] with extra environment variables (tracing runs).
+    async fn start_with(
+        topology_prefix: &str,
+        queue_type: QueueType,
+        durability: &str,
+        spool: &std::path::Path,
+        amqp_url: &str,
+        wait_for_broker: bool,
+        env: &[(String, String)],
+    ) -> Self {
         let (ingress, admin) = (free_addr(), free_addr());
-        // KOBRA_BENCH_RELAY runs another build (to compare two in one sitting).
-        let binary = std::env::var_os("KOBRA_BENCH_RELAY").map_or_else(
-            || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/kobra-relay"),
-            std::path::PathBuf::from,
-        );
+        // KOBRA_BENCH_RELAY runs another build (to compare two in one
+        // sitting), from `env` first, then from the benchmark's environment.
+        let chosen = env
+            .iter()
+            .find(|(name, _)| name == "KOBRA_BENCH_RELAY")
+            .map(|(_, path)| std::ffi::OsString::from(path));
+        let binary = chosen
+            .or_else(|| std::env::var_os("KOBRA_BENCH_RELAY"))
+            .map_or_else(
+                || {
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("target/release/kobra-relay")
+                },
+                std::path::PathBuf::from,
+            );
         let started = Instant::now();
         let child = std::process::Command::new(&binary)
             .env_clear()
@@ -382,10 +418,13 @@ impl Relay {
             .env("KOBRA_RELAY_SPOOL_DIR", spool)
             .env("KOBRA_RELAY_MAX_BODY_BYTES", "2MiB")
             .env("RUST_LOG", "warn")
-            // Allocator and runtime knobs pass through, to compare them in one sitting.
+            // Allocator, runtime and tracing knobs pass through, to compare them in one sitting.
             .envs(std::env::vars().filter(|(name, _)| {
-                name.starts_with("MIMALLOC_") || name == "TOKIO_WORKER_THREADS"
+                name.starts_with("MIMALLOC_")
+                    || name.starts_with("OTEL_")
+                    || name == "TOKIO_WORKER_THREADS"
             }))
+            .envs(env.iter().cloned())
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
@@ -817,6 +856,8 @@ struct RelayRun {
     elapsed: Duration,
     start_to_ready: Duration,
     delivered: (u32, u32),
+    /// The relay's last scrape, after the last delivery.
+    metrics: String,
 }
 
 impl RelayRun {
@@ -835,17 +876,50 @@ async fn relay_run(
     size: Option<usize>,
     rate: Option<f64>,
 ) -> RelayRun {
+    let shape = RunShape {
+        visits,
+        concurrency,
+        size,
+        rate,
+    };
+    relay_run_with(target, queue_type, durability, shape, &[]).await
+}
+
+/// The load of one relay run.
+#[derive(Clone, Copy)]
+struct RunShape {
+    visits: usize,
+    concurrency: usize,
+    size: Option<usize>,
+    rate: Option<f64>,
+}
+
+/// [`relay_run`] with extra environment variables for the relay.
+async fn relay_run_with(
+    target: &Target,
+    queue_type: QueueType,
+    durability: &str,
+    shape: RunShape,
+    env: &[(String, String)],
+) -> RelayRun {
+    let RunShape {
+        visits,
+        concurrency,
+        size,
+        rate,
+    } = shape;
     let prefix = random_prefix();
     let topology = relay_topology(&prefix, queue_type);
     let spool = tempfile::tempdir().expect("tempdir");
     let requests = requests(visits, size);
-    let relay = Relay::start(
+    let relay = Relay::start_with(
         &prefix,
         queue_type,
         durability,
         spool.path(),
         &target.relay_url(0),
         true,
+        env,
     )
     .await;
     // For scripts/profile.sh, which attributes samples to this process.
@@ -877,6 +951,7 @@ async fn relay_run(
         start_to_ready: relay.start_to_ready,
         delivered: (n, r),
         load,
+        metrics,
     };
     relay.stop();
     delete_topology(target, &topology).await;
@@ -939,6 +1014,10 @@ async fn main() {
         return;
     }
     let shared = Target::shared();
+    if opts.tracing_only {
+        tracing_cost::run(&shared, opts.visits, opts.concurrency).await;
+        return;
+    }
     if opts.scale_out_only {
         assert!(
             scale_out::cluster_is_up().await,
