@@ -13,7 +13,6 @@ use lapin::{
     BasicProperties,
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
-
 use opentelemetry::trace::SpanContext;
 
 use super::headers as header;
