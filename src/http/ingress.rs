@@ -282,7 +282,12 @@ async fn read_body(req: Request<Incoming>, state: &AppState) -> Result<Bytes, In
     .await
     .map_err(|_| IngressError::BodyTimeout)?;
     match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
+        // A body that arrived whole is a slice of hyper's read buffer:
+        // kept as it is, it would pin that whole buffer (8 KiB or more) in
+        // the spool cache and the confirm window, and make hyper allocate a
+        // fresh one for the next request on the connection. A copy of
+        // exactly the body lets the buffer be reused.
+        Ok(collected) => Ok(Bytes::copy_from_slice(&collected.to_bytes())),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             Err(IngressError::PayloadTooLarge)
         }
