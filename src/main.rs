@@ -29,10 +29,14 @@ const PURGE_DELAY_MS: std::ffi::c_long = 10;
 /// the relay's peak RSS. Purging after 10 ms (v2's default) keeps the peak
 /// near what is live, at no measurable CPU cost (docs/performance.md).
 ///
-/// Must run before any other thread starts (the option table is not
-/// synchronized).
+/// An operator's own `MIMALLOC_PURGE_DELAY` wins (mimalloc reads it at
+/// start). Must run before any other thread starts (the option table is
+/// not synchronized).
 #[allow(unsafe_code)]
 fn return_freed_memory_promptly() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
     // SAFETY: stores an integer in mimalloc's option table; called first
     // thing in `main`, while the process has one thread.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
