@@ -16,7 +16,7 @@ use serde::{
 };
 use serde_json::value::RawValue;
 
-use super::raw::Name;
+use super::raw::{Name, RawObject};
 
 /// An array as sent, or the JSON type found instead.
 #[derive(Debug)]
@@ -64,12 +64,46 @@ pub struct SentAnswer<'a> {
     pub value: Option<&'a RawValue>,
 }
 
-/// Reads a checklist's text (an array or anything else).
-///
-/// # Errors
-/// Only when `text` is not JSON, which the ingress has already ruled out.
-pub fn parse(text: &str) -> Result<List<SentQuestion<'_>>, serde_json::Error> {
-    serde_json::from_str(text)
+/// A Finish Visit body read in one pass: every member as its raw text,
+/// except the checklist, which is read into questions and answers on the
+/// way (it is most of the body; reading it from its raw text afterwards
+/// would scan it twice).
+#[derive(Debug, Default)]
+pub struct SentVisit<'a> {
+    /// The members other than `checklist`, in order.
+    pub members: RawObject<'a>,
+    /// `checklist`; `None` when absent or null.
+    pub checklist: Option<List<SentQuestion<'a>>>,
+}
+
+impl<'de> Deserialize<'de> for SentVisit<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct VisitVisitor;
+        impl<'de> Visitor<'de> for VisitVisitor {
+            type Value = SentVisit<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut visit = SentVisit {
+                    members: RawObject::with_capacity(map.size_hint().unwrap_or(32)),
+                    checklist: None,
+                };
+                while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
+                    if name == "checklist" {
+                        visit.checklist = map.next_value()?;
+                    } else {
+                        visit.members.set(name, map.next_value()?);
+                    }
+                }
+                Ok(visit)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+                Err(serde::de::Error::custom("expected an object, got an array"))
+            }
+        }
+        deserializer.deserialize_map(VisitVisitor)
+    }
 }
 
 /// With serde_json's `arbitrary_precision` (which the relay uses to keep
@@ -215,6 +249,10 @@ impl<'de> Members<'de> for SentAnswer<'de> {
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<List<SentQuestion<'_>>, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
     fn questions(text: &str) -> Vec<Item<SentQuestion<'_>>> {
         match parse(text).expect("json") {
             List::Items(items) => items,
@@ -266,6 +304,31 @@ mod tests {
             found,
             ["a number", "an array", "a boolean", "null", "a string"]
         );
+    }
+
+    #[test]
+    fn a_body_is_read_with_its_checklist_in_one_pass() {
+        let sent: SentVisit<'_> = serde_json::from_str(
+            r#"{"visitID": "A", "checklist": [{"questionID": 1}], "x": [1, 2]}"#,
+        )
+        .expect("object");
+        let names: Vec<&str> = sent.members.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["visitID", "x"]);
+        assert_eq!(sent.members.get("x").map(RawValue::get), Some("[1, 2]"));
+        let Some(List::Items(items)) = &sent.checklist else {
+            panic!("checklist: {:?}", sent.checklist)
+        };
+        let [Item::Object(q)] = items.as_slice() else {
+            panic!("one question: {items:?}")
+        };
+        assert_eq!(q.question_id.map(RawValue::get), Some("1"));
+
+        let null: SentVisit<'_> = serde_json::from_str(r#"{"checklist": null}"#).expect("object");
+        assert!(null.checklist.is_none() && null.members.is_empty());
+        let repeated: SentVisit<'_> =
+            serde_json::from_str(r#"{"checklist": [], "checklist": "no"}"#).expect("object");
+        assert!(matches!(repeated.checklist, Some(List::Not("a string"))));
+        assert!(serde_json::from_str::<SentVisit<'_>>("[1]").is_err());
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! verbatim, and every checklist answer keeps its `rawValue`, so nothing sent
 //! is lost between the raw and the normalized message.
 //!
-//! The body is parsed once into borrowed raw members ([`RawObject`]); only
-//! the small scalars the document types are parsed further, and everything
+//! The body is parsed once into borrowed raw members ([`RawObject`]) and
+//! the checklist's questions and answers ([`SentVisit`]); only the small
+//! scalars the document types are parsed further, and everything
 //! copied verbatim is copied as the sender's bytes. The document borrows
 //! from the envelope and is serialized straight away.
 
@@ -18,7 +19,7 @@ use serde_json::{Number, Value, value::RawValue};
 
 use super::Envelope;
 use super::answer::AnswerType;
-use super::checklist::{self, Item, List, SentAnswer, SentQuestion};
+use super::checklist::{Item, List, SentAnswer, SentQuestion, SentVisit};
 use super::fields::{self, Read};
 use super::id::Id;
 use super::product::Product;
@@ -231,21 +232,27 @@ const ALTERNATE_KEYS: [(&str, &str); 2] = [("visitId", "visitID"), ("Ing", "lng"
 /// The body is not a JSON object (the ingress only lets objects through as
 /// visits; anything else is relayed as rejected).
 pub fn normalize(envelope: &Envelope) -> Result<NormalizedVisit<'_>, serde_json::Error> {
-    let object: RawObject<'_> = serde_json::from_slice(&envelope.body)?;
-    Ok(Reader::new(&object).read(envelope))
+    // Validated as UTF-8 once here: parsed from bytes, serde_json would
+    // validate every raw member and answer value on its own.
+    let text = std::str::from_utf8(&envelope.body).map_err(serde::de::Error::custom)?;
+    let sent: SentVisit<'_> = serde_json::from_str(text)?;
+    Ok(Reader::new(&sent.members, sent.checklist).read(envelope))
 }
 
 /// Reads one object, collecting warnings and the keys left for `extra`.
 struct Reader<'o, 'a> {
     object: &'o RawObject<'a>,
+    /// The checklist, read with the object (see [`SentVisit`]).
+    checklist: Option<List<SentQuestion<'a>>>,
     warnings: Vec<Warning>,
     extra: RawObject<'a>,
 }
 
 impl<'o, 'a> Reader<'o, 'a> {
-    fn new(object: &'o RawObject<'a>) -> Self {
+    fn new(object: &'o RawObject<'a>, checklist: Option<List<SentQuestion<'a>>>) -> Self {
         Self {
             object,
+            checklist,
             warnings: Vec::new(),
             extra: RawObject::default(),
         }
@@ -446,22 +453,15 @@ impl<'o, 'a> Reader<'o, 'a> {
     }
 
     fn checklist(&mut self) -> Vec<Question<'a>> {
-        let Some(sent) = self.get("checklist").filter(|v| !raw::is_null(v)) else {
-            return Vec::new();
-        };
-        let items = match checklist::parse(sent.get()) {
-            Ok(List::Items(items)) => items,
-            Ok(List::Not(found)) => {
+        let items = match self.checklist.take() {
+            None => return Vec::new(),
+            Some(List::Items(items)) => items,
+            Some(List::Not(found)) => {
                 self.warn(
                     "checklist",
                     "checklist",
                     format!("expected an array, got {found}"),
                 );
-                return Vec::new();
-            }
-            // The ingress only lets valid JSON through as a visit.
-            Err(error) => {
-                self.warn("checklist", "checklist", format!("unreadable: {error}"));
                 return Vec::new();
             }
         };
