@@ -115,7 +115,7 @@ fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit<'_>, topology: &Top
     // and copying the buffer, and without holding much unused capacity in
     // the confirm window.
     let mut document = Vec::with_capacity(envelope.body.len() * 3 / 2 + 512);
-    if serde_json::to_writer(&mut document, &visit).is_err() {
+    if visit.write_json(&mut document).is_err() {
         document.clear();
     }
     let normalized = Outgoing {

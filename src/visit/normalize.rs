@@ -569,5 +569,7 @@ fn sort_by_order<T>(items: &mut [T], order: impl Fn(&T) -> &Id<'_>) {
     });
 }
 
+mod json;
+
 #[cfg(test)]
 mod tests;

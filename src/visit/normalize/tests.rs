@@ -483,7 +483,36 @@ fn the_vendor_example_matches_the_shipped_schema() {
     assert!(errors.is_empty(), "{errors:?}");
 }
 
+/// The direct writer against serde's serialization of the same document.
+fn written_as_serde_would(visit: &NormalizedVisit<'_>) -> (String, String) {
+    let mut direct = Vec::new();
+    visit.write_json(&mut direct).expect("write");
+    let serde = serde_json::to_string(visit).expect("serialize");
+    (String::from_utf8(direct).expect("UTF-8"), serde)
+}
+
+#[test]
+fn the_direct_writer_gives_serdes_bytes_for_the_example() {
+    let env = envelope(FIXTURE.as_bytes());
+    let visit = normalize(&env).expect("an object");
+    let (direct, serde) = written_as_serde_would(&visit);
+    assert_eq!(direct, serde);
+    let empty = envelope(br#"{"checklist": [{"answers": []}], "x\"y": "\u0001"}"#);
+    let visit = normalize(&empty).expect("an object");
+    let (direct, serde) = written_as_serde_would(&visit);
+    assert_eq!(direct, serde);
+}
+
 proptest! {
+    #[test]
+    fn the_direct_writer_gives_serdes_bytes(object in arb_visit()) {
+        let bytes = serde_json::to_vec(&Value::Object(object)).expect("serialize");
+        let env = envelope(&bytes);
+        let visit = normalize(&env).expect("an object");
+        let (direct, serde) = written_as_serde_would(&visit);
+        prop_assert_eq!(direct, serde);
+    }
+
     #[test]
     fn any_object_normalizes_to_a_document_the_schema_accepts(object in arb_visit()) {
         let body = Value::Object(object);
