@@ -10,7 +10,10 @@
 # --steps prints only the in-process table of the relay's pure steps (time
 # and allocations per visit), without a broker; --tracing prints only the
 # cost of span export (off, on with a collector, on with the collector
-# down), each twice in alternation.
+# down), each twice in alternation; --compare LABEL=BINARY[,NAME=VALUE...]
+# ... [--rounds N] runs only those relay builds (or settings) side by side,
+# each round the ceiling first, then every configuration; --clients runs
+# only the ceiling publisher with lapin and with amqprs, in alternation.
 # Full and --scale-out runs start the 3-node cluster of scripts/cluster.sh
 # and remove it afterwards (unless it was already running).
 # The table is printed and also written to target/bench/last-run.md.
@@ -22,7 +25,7 @@ cd "$(dirname "$0")/.."
 
 case " $* " in
   *" --scale-out "*) needs_cluster=true ;;
-  *" --quick "* | *" --only "* | *" --tracing "* | *" --steps "*) needs_cluster=false ;;
+  *" --quick "* | *" --only "* | *" --tracing "* | *" --steps "* | *" --compare "* | *" --clients "*) needs_cluster=false ;;
   *) needs_cluster=true ;;
 esac
 

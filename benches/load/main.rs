@@ -43,6 +43,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod allocations;
 #[path = "../../tests/api/support/broker.rs"]
 mod broker_support;
+mod clients;
+mod compare;
 mod scale_out;
 mod tracing_cost;
 
@@ -65,6 +67,12 @@ struct Options {
     steps_only: bool,
     /// `--tracing`: only the tracing-cost table (export off, on, collector down).
     tracing_only: bool,
+    /// `--clients`: only the ceiling with lapin and with amqprs.
+    clients_only: bool,
+    /// `--compare LABEL=BINARY[,NAME=VALUE...] ...`: only these relay
+    /// configurations side by side, `--rounds N` times (default 2).
+    compare: Vec<String>,
+    rounds: usize,
 }
 
 fn options() -> Options {
@@ -105,6 +113,19 @@ fn options() -> Options {
         scale_out_only: args.iter().any(|a| a == "--scale-out"),
         steps_only: args.iter().any(|a| a == "--steps"),
         tracing_only: args.iter().any(|a| a == "--tracing"),
+        clients_only: args.iter().any(|a| a == "--clients"),
+        compare: args
+            .iter()
+            .skip_while(|a| *a != "--compare")
+            .skip(1)
+            .take_while(|a| !a.starts_with("--"))
+            .cloned()
+            .collect(),
+        rounds: args
+            .iter()
+            .position(|a| a == "--rounds")
+            .and_then(|i| args.get(i + 1))
+            .map_or(2, |n| n.parse().expect("--rounds N")),
     }
 }
 
@@ -266,16 +287,9 @@ async fn broker_ceiling(target: &Target, queue_type: QueueType, visits: usize) -
     ceiling_into(target, topology, visits).await
 }
 
-/// The ceiling into `topology` (with or without the archive stream).
-async fn ceiling_into(target: &Target, topology: Topology, visits: usize) -> Ceiling {
-    let conn = broker(target).await;
-    let channel = conn.create_channel().await.expect("channel");
-    declare(&conn, &channel, &topology).await.expect("declare");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    let prepared: Vec<_> = (0..visits)
+/// The messages of `visits` example visits, as the relay would publish them.
+fn ceiling_messages(topology: &Topology, visits: usize) -> Vec<message::Prepared> {
+    (0..visits)
         .map(|n| {
             let envelope = Envelope::new(
                 Receipt {
@@ -285,9 +299,21 @@ async fn ceiling_into(target: &Target, topology: Topology, visits: usize) -> Cei
                 },
                 body(n, None),
             );
-            message::prepare(&envelope, &topology)
+            message::prepare(&envelope, topology)
         })
-        .collect();
+        .collect()
+}
+
+/// The ceiling into `topology` (with or without the archive stream).
+async fn ceiling_into(target: &Target, topology: Topology, visits: usize) -> Ceiling {
+    let conn = broker(target).await;
+    let channel = conn.create_channel().await.expect("channel");
+    declare(&conn, &channel, &topology).await.expect("declare");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let prepared = ceiling_messages(&topology, visits);
     // Publish in batches whose publishes are polled together (one hand-off
     // to lapin's IO loop per batch), keeping CONFIRM_WINDOW visits unconfirmed.
     let cpu_before = CpuSplit::now(target);
@@ -329,13 +355,25 @@ async fn ceiling_into(target: &Target, topology: Topology, visits: usize) -> Cei
     let elapsed = started.elapsed();
     let cpu = CpuSplit::now(target).since(cpu_before);
     let _ = conn.close(200, "bench".into()).await;
-    let (_, n, r) = wait_delivered(target, &topology, visits).await;
+    ceiling_delivered(target, &topology, visits, elapsed, cpu).await
+}
+
+/// Checks that a ceiling run delivered every visit, removes its topology
+/// and says what it measured.
+async fn ceiling_delivered(
+    target: &Target,
+    topology: &Topology,
+    visits: usize,
+    elapsed: Duration,
+    cpu: CpuSplit,
+) -> Ceiling {
+    let (_, n, r) = wait_delivered(target, topology, visits).await;
     assert_eq!(
         (n as usize, r as usize),
         (visits, visits),
         "ceiling run lost messages"
     );
-    delete_topology(target, &topology).await;
+    delete_topology(target, topology).await;
     Ceiling {
         visits_per_s: visits as f64 / elapsed.as_secs_f64(),
         cpu,
@@ -786,7 +824,10 @@ fn step_costs() -> Vec<(&'static str, StepCost)> {
         ),
         (
             "serialize the normalized document",
-            time_step(RUNS, || serde_json::to_vec(&document).map(|d| d.len())),
+            time_step(RUNS, || {
+                let mut out = Vec::with_capacity(FIXTURE.len() * 3 / 2 + 512);
+                document.write_json(&mut out).map(|()| out.len())
+            }),
         ),
         (
             "build both messages (normalize, serialize, properties, headers)",
@@ -1014,6 +1055,21 @@ async fn main() {
         return;
     }
     let shared = Target::shared();
+    if opts.clients_only {
+        clients::run(&shared, opts.visits, opts.rounds).await;
+        return;
+    }
+    if !opts.compare.is_empty() {
+        compare::run(
+            &shared,
+            &opts.compare,
+            opts.rounds,
+            opts.visits,
+            opts.concurrency,
+        )
+        .await;
+        return;
+    }
     if opts.tracing_only {
         tracing_cost::run(&shared, opts.visits, opts.concurrency).await;
         return;
