@@ -22,13 +22,7 @@ fi
 ensure_rabbitmq
 log "building the release relay"
 cargo build --release --locked --bin kobra-relay
-cargo bench --locked --no-run --bench load
-bench=$(cargo bench --locked --no-run --bench load --message-format=json 2>/dev/null |
-  python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "load" and m.get("executable"):
-        print(m["executable"])')
+bench=$(bench_executable)
 out=target/bench/profile
 mkdir -p "$out"
 log "recording all CPUs while the benchmark runs --only $only"

@@ -1,6 +1,7 @@
 # Shared by the scripts: make sure the local RabbitMQ answers on
 # 127.0.0.1:5672, starting it when it is installed but down and installing
-# it with apt when it is missing; install other missing tools with apt.
+# it with apt when it is missing; install other missing tools with apt;
+# find the benchmark's executable.
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -19,6 +20,18 @@ ensure_commands() {
   log "installing with apt: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# bench_executable: builds the load benchmark (benches/load) and prints the
+# path of its executable, for the scripts that run it under a profiler.
+bench_executable() {
+  cargo bench --locked --no-run --bench load >&2
+  cargo bench --locked --no-run --bench load --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "load" and m.get("executable"):
+        print(m["executable"])'
 }
 
 amqp_port_open() {
