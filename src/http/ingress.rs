@@ -39,7 +39,7 @@ use super::{AppState, HttpResponse, IngressError, response};
 use crate::auth::{AuthError, Authorized};
 use crate::durability::Unavailable;
 use crate::metrics::{ROUTE_FINISH_VISIT, ROUTE_OTHER};
-use crate::visit::{self, Envelope, Kind, Receipt};
+use crate::visit::{self, Kind, Receipt};
 use crate::{routes, telemetry};
 
 #[derive(Serialize)]
@@ -200,7 +200,12 @@ async fn handle(
     span.record("key_label", &*authorized.label);
     let body = read_body(req, state).await?;
 
-    let inspection = visit::inspect(&body, state.http.max_json_depth);
+    let receipt = Receipt {
+        id: receipt_id,
+        received_at: Timestamp::now(),
+        key_label: authorized.label.to_string(),
+    };
+    let (envelope, inspection) = visit::receive(receipt, body, state.http.max_json_depth);
     span.record("product", &*inspection.product.slug());
     if let Some(visit_id) = &inspection.visit_id {
         span.record("visit_id", visit_id.as_str());
@@ -208,16 +213,14 @@ async fn handle(
             span.set_attribute("kobra.visit_id", visit_id.clone());
         }
     }
-    let receipt = Receipt {
-        id: receipt_id,
-        received_at: Timestamp::now(),
-        key_label: authorized.label.to_string(),
-    };
     let detail = match inspection.kind {
         Kind::Visit => None,
-        Kind::Rejected(_) => Some(visit::rejection_detail(&body, state.http.max_json_depth)),
+        Kind::Rejected(_) => Some(visit::rejection_detail(
+            &envelope.body,
+            state.http.max_json_depth,
+        )),
     };
-    let envelope = Envelope::with_kind(receipt, body, inspection.kind).in_trace(trace);
+    let envelope = envelope.in_trace(trace);
     let message_id = envelope.message_id();
 
     let durable_in = state.sink.make_durable(envelope).await?;

@@ -6,8 +6,6 @@
 //! (while spans are exported, `publisher::spans` then names each attempt's
 //! own span in `traceparent`).
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
 use lapin::{
     BasicProperties,
@@ -19,9 +17,7 @@ use super::headers as header;
 use super::topology::Topology;
 use crate::metrics::ExchangeLabel;
 use crate::telemetry;
-use crate::visit::{
-    Envelope, Kind, NormalizedVisit, Product, RejectionReason, SCHEMA_VERSION, Warning, normalize,
-};
+use crate::visit::{Document, Envelope, Kind, Product, RejectionReason, SCHEMA_VERSION, Warning};
 
 /// Header values longer than this are left out, so no message can exceed a
 /// frame; the document still carries the value whole.
@@ -67,35 +63,37 @@ pub struct Prepared {
 /// Builds the messages for an envelope.
 pub fn prepare(envelope: &Envelope, topology: &Topology) -> Prepared {
     match envelope.kind {
-        Kind::Visit => match normalize(envelope) {
-            Ok(visit) => prepare_visit(envelope, visit, topology),
-            // Unreachable for bodies the ingress classified, but a body is
-            // never dropped: it goes to the rejected exchange instead.
-            Err(_) => prepare_rejected(envelope, RejectionReason::InvalidJson, topology),
+        // The document the ingress made, or (read back from disk, replayed)
+        // the same document made again from the body.
+        Kind::Visit => match &envelope.document {
+            Some(document) => prepare_visit(envelope, document, topology),
+            None => match Document::of(envelope) {
+                Ok(document) => prepare_visit(envelope, &document, topology),
+                // Unreachable for bodies the ingress classified, but a body is
+                // never dropped: it goes to the rejected exchange instead.
+                Err(_) => prepare_rejected(envelope, RejectionReason::InvalidJson, topology),
+            },
         },
         Kind::Rejected(reason) => prepare_rejected(envelope, reason, topology),
     }
 }
 
-fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit<'_>, topology: &Topology) -> Prepared {
-    let product = match visit.product.id {
-        Some(id) => Product::from_id(id),
-        None => Product::Unknown,
-    };
+fn prepare_visit(envelope: &Envelope, document: &Document, topology: &Topology) -> Prepared {
+    let product = document.routing_product();
     let routing_key = Topology::routing_key(product);
     let mut headers = common_headers(envelope);
-    if let Some(id) = visit.product.id.and_then(|id| i64::try_from(id).ok()) {
+    if let Some(id) = document.product.id.and_then(|id| i64::try_from(id).ok()) {
         headers.insert(header::PRODUCT_ID.into(), AMQPValue::LongLongInt(id));
     }
-    insert_text(&mut headers, header::PRODUCT, Some(&visit.product.slug));
-    insert_text(&mut headers, header::VISIT_ID, visit.visit_id.as_deref());
-    insert_text(&mut headers, header::AGENT_ID, visit.agent.id.as_deref());
+    insert_text(&mut headers, header::PRODUCT, Some(&document.product.slug));
+    insert_text(&mut headers, header::VISIT_ID, document.visit_id.as_deref());
+    insert_text(&mut headers, header::AGENT_ID, document.agent_id.as_deref());
     insert_text(
         &mut headers,
         header::EXTERNAL_ID,
-        visit.external_id.as_deref(),
+        document.external_id.as_deref(),
     );
-    insert_text(&mut headers, header::TAG, visit.tag.as_deref());
+    insert_text(&mut headers, header::TAG, document.tag.as_deref());
 
     let raw = Outgoing {
         label: ExchangeLabel::Raw,
@@ -110,27 +108,19 @@ fn prepare_visit(envelope: &Envelope, visit: NormalizedVisit<'_>, topology: &Top
         header::SCHEMA_VERSION.into(),
         AMQPValue::LongInt(SCHEMA_VERSION as i32),
     );
-    // The document repeats most of the body plus typed fields (the example's
-    // is 1.2 times its body): sized up front, it is written without growing
-    // and copying the buffer, and without holding much unused capacity in
-    // the confirm window.
-    let mut document = Vec::with_capacity(envelope.body.len() * 3 / 2 + 512);
-    if visit.write_json(&mut document).is_err() {
-        document.clear();
-    }
     let normalized = Outgoing {
         label: ExchangeLabel::Normalized,
         exchange: topology.visits_exchange(),
         routing_key,
-        body: Bytes::from(document),
+        body: document.json.clone(),
         properties: properties(envelope, VISIT_TYPE, "application/json", normalized_headers),
         span: tracing::Span::none(),
     };
     Prepared {
         product,
         messages: vec![raw, normalized],
-        warnings: visit.warnings,
-        visit_id: visit.visit_id.map(Cow::into_owned),
+        warnings: document.warnings.clone(),
+        visit_id: document.visit_id.clone(),
     }
 }
 
@@ -300,6 +290,45 @@ mod tests {
             header(normalized, "x-schema-version"),
             Some(&AMQPValue::LongInt(1))
         );
+    }
+
+    /// What a consumer reads of each message: exchange, routing key, body,
+    /// properties and headers.
+    fn delivered(prepared: &Prepared) -> Vec<(String, String, Bytes, BasicProperties)> {
+        prepared
+            .messages
+            .iter()
+            .map(|m| {
+                let (exchange, key) = (m.exchange.clone(), m.routing_key.clone());
+                (exchange, key, m.body.clone(), m.properties.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_ingress_document_gives_the_messages_a_restart_would() {
+        let topology = Topology::new("t", QueueType::Quorum, true);
+        let fixture = include_bytes!("../../tests/fixtures/finish-visit-example.json");
+        let receipt = crate::visit::Receipt {
+            id: uuid::Uuid::now_v7(),
+            received_at: "2026-11-26T10:00:00Z".parse().expect("timestamp"),
+            key_label: "kobra".into(),
+        };
+        let (accepted, _) =
+            crate::visit::receive(receipt, Bytes::from_static(fixture), 64);
+        assert!(accepted.document.is_some(), "the ingress made the document");
+        let after_restart = Envelope {
+            document: None,
+            ..accepted.clone()
+        };
+        let (from_ingress, from_body) = (
+            prepare(&accepted, &topology),
+            prepare(&after_restart, &topology),
+        );
+        assert_eq!(delivered(&from_ingress), delivered(&from_body));
+        assert_eq!(from_ingress.product, from_body.product);
+        assert_eq!(from_ingress.visit_id, from_body.visit_id);
+        assert_eq!(from_ingress.warnings, from_body.warnings);
     }
 
     #[test]

@@ -159,6 +159,12 @@ struct EntryMeta {
     cached: Option<Arc<Envelope>>,
 }
 
+/// What a cached entry holds in memory: its record's bytes, plus the
+/// normalized document the ingress made for it.
+fn cache_weight(len: u64, envelope: &Envelope) -> u64 {
+    len + envelope.document.as_ref().map_or(0, |d| d.weight())
+}
+
 struct Segment {
     file: Arc<File>,
     acks: Option<File>,
@@ -406,8 +412,8 @@ impl Spool {
                 continue;
             };
             state.live_bytes -= meta.len;
-            if meta.cached.is_some() {
-                state.cached_bytes -= meta.len;
+            if let Some(envelope) = &meta.cached {
+                state.cached_bytes -= cache_weight(meta.len, envelope);
             }
             if let Some(segment) = state.segments.get_mut(&meta.segment) {
                 segment.live -= 1;

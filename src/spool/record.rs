@@ -195,6 +195,7 @@ fn decode_payload(p: &[u8]) -> Result<(u64, Envelope), DecodeError> {
             digest,
             body,
             trace,
+            document: None,
         },
     ))
 }

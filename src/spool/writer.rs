@@ -12,13 +12,14 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::segment::{create_segment, delete_segment, segment_path};
-use super::{EntryMeta, Segment, Shared, SpoolError, record};
+use super::{EntryMeta, Segment, Shared, SpoolError, cache_weight, record};
 use crate::visit::Envelope;
 
 /// A new segment is started once the active one reaches this size.
 const SEGMENT_TARGET_BYTES: u64 = 16 << 20;
-/// Bodies of recent appends kept in memory, so the publisher rarely reads
-/// disk while it keeps up; a backlog beyond it is read back from the segments.
+/// Recent appends kept in memory (records and the documents the ingress
+/// made), so the publisher rarely reads disk while it keeps up; a backlog
+/// beyond it is read back from the segments.
 const CACHE_MAX_BYTES: u64 = 8 << 20;
 /// Upper bound of one group commit.
 const MAX_BATCH_RECORDS: usize = 4096;
@@ -114,11 +115,12 @@ impl Writer {
         let mut done = Vec::with_capacity(batch.len());
         for (i, request) in batch.drain(..).enumerate() {
             let seq = first_seq + i as u64;
-            let cache = state.cached_bytes + request.len <= CACHE_MAX_BYTES;
+            let weight = cache_weight(request.len, &request.envelope);
+            let cache = state.cached_bytes + weight <= CACHE_MAX_BYTES;
             let received_at = request.envelope.receipt.received_at;
             let cached = cache.then(|| Arc::new(request.envelope));
             if cache {
-                state.cached_bytes += request.len;
+                state.cached_bytes += weight;
             }
             state.entries.insert(
                 seq,

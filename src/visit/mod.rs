@@ -8,6 +8,7 @@
 mod answer;
 mod checklist;
 mod depth;
+mod document;
 mod fields;
 mod id;
 mod normalize;
@@ -15,13 +16,18 @@ mod product;
 mod raw;
 mod time;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use jiff::Timestamp;
 use opentelemetry::trace::SpanContext;
 use uuid::Uuid;
 
 pub use depth::{DEFAULT_MAX_DEPTH, DEPTH_CEILING, nesting_depth};
-pub use normalize::{NormalizedVisit, SCHEMA_VERSION, WARNING_FIELDS, Warning, normalize};
+pub use document::Document;
+pub use normalize::{
+    NormalizedVisit, ProductInfo, SCHEMA_VERSION, WARNING_FIELDS, Warning, normalize,
+};
 pub use product::Product;
 
 /// Everything the relay knows about one accepted request besides its body.
@@ -99,6 +105,10 @@ pub struct Envelope {
     /// through while spans are not exported): the parent of its publishes,
     /// also after a restart. `None` when nothing names a trace.
     pub trace: Option<SpanContext>,
+    /// A visit's normalized document, when the ingress made it while
+    /// reading the body; held in memory only (the spool stores the body,
+    /// and the document is made again from it after a restart).
+    pub document: Option<Arc<Document>>,
 }
 
 impl Envelope {
@@ -118,6 +128,7 @@ impl Envelope {
             digest,
             body,
             trace: None,
+            document: None,
         }
     }
 
@@ -160,6 +171,29 @@ pub struct Inspection {
     pub product: Product,
     /// Visit id when readable.
     pub visit_id: Option<String>,
+}
+
+/// The ingress's reading of a request body: the envelope to keep and what
+/// the request's log span and metrics say of it. A JSON object is
+/// normalized right away, and the envelope carries its document to the
+/// publisher, so a visit's body is parsed once; anything else (or an
+/// object that cannot be normalized) is classified by [`inspect`].
+pub fn receive(receipt: Receipt, body: Bytes, max_depth: usize) -> (Envelope, Inspection) {
+    let object = std::str::from_utf8(&body).is_ok_and(|text| text.trim_start().starts_with('{'))
+        && nesting_depth(&body, max_depth) <= max_depth.min(DEPTH_CEILING);
+    let mut envelope = Envelope::with_kind(receipt, body, Kind::Visit);
+    if object && let Ok(document) = Document::of(&envelope) {
+        let inspection = Inspection {
+            kind: Kind::Visit,
+            product: document.routing_product(),
+            visit_id: document.visit_id.clone(),
+        };
+        envelope.document = Some(Arc::new(document));
+        return (envelope, inspection);
+    }
+    let inspection = inspect(&envelope.body, max_depth);
+    envelope.kind = inspection.kind;
+    (envelope, inspection)
 }
 
 /// The few fields the ingress needs; everything else is validated and
@@ -253,6 +287,40 @@ mod tests {
 
     fn classify(body: &[u8]) -> Kind {
         inspect(body, DEFAULT_MAX_DEPTH).kind
+    }
+
+    #[test]
+    fn receiving_a_visit_makes_its_document_and_anything_else_is_inspected() {
+        let receipt = || Receipt {
+            id: Uuid::now_v7(),
+            received_at: Timestamp::UNIX_EPOCH,
+            key_label: "default".into(),
+        };
+        let (visit, inspection) = receive(
+            receipt(),
+            Bytes::from_static(br#" {"productID": "2", "visitID": 77}"#),
+            DEFAULT_MAX_DEPTH,
+        );
+        assert_eq!(inspection.kind, Kind::Visit);
+        assert_eq!(inspection.product, Product::AddressValidation);
+        assert_eq!(inspection.visit_id.as_deref(), Some("77"));
+        let document = visit.document.as_deref().expect("a document");
+        assert_eq!(*document, Document::of(&visit).expect("normalizes"));
+
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20));
+        for body in [
+            b"[1, 2]".to_vec(),
+            b"{\"a\": ".to_vec(),
+            b"\xff{}".to_vec(),
+            b"\"text\"".to_vec(),
+            deep.into_bytes(),
+        ] {
+            let (envelope, inspection) = receive(receipt(), Bytes::from(body.clone()), 16);
+            assert_eq!(inspection, inspect(&body, 16), "{body:?}");
+            assert_eq!(envelope.kind, inspection.kind);
+            assert!(matches!(envelope.kind, Kind::Rejected(_)), "{body:?}");
+            assert!(envelope.document.is_none());
+        }
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub struct NormalizedVisit<'a> {
 }
 
 /// `product` of the document.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ProductInfo {
     /// Numeric id; null when unknown.
     pub id: Option<u64>,
