@@ -96,6 +96,17 @@ impl Sink {
         matches!(self.target, Target::Replicated { .. })
     }
 
+    /// Whether a visit's document made at the ingress would reach the
+    /// publisher: always when publishing straight away, and while the
+    /// spool keeps appends in memory (past that, the drain reads the body
+    /// back from disk and makes the document then).
+    pub fn keeps_documents(&self) -> bool {
+        match &self.target {
+            Target::Spool(spool) | Target::Replicated { spool, .. } => spool.caches_appends(),
+            Target::Confirm => true,
+        }
+    }
+
     /// Checked before a body is read, so a relay that could not keep it
     /// refuses without consuming the upload.
     ///

@@ -793,6 +793,12 @@ fn step_costs() -> Vec<(&'static str, StepCost)> {
     };
     let envelope = Envelope::new(receipt.clone(), body.clone());
     let document = visit::normalize(&envelope).expect("the example is an object");
+    let (received, _) = visit::receive(
+        receipt.clone(),
+        body.clone(),
+        visit::DEFAULT_MAX_DEPTH,
+        true,
+    );
     let mut encoded = Vec::new();
     record::encode(1, &envelope, &mut encoded);
     vec![
@@ -832,6 +838,21 @@ fn step_costs() -> Vec<(&'static str, StepCost)> {
         (
             "build both messages (normalize, serialize, properties, headers)",
             time_step(RUNS, || message::prepare(&envelope, &topology)),
+        ),
+        (
+            "receive a visit at the ingress (SHA-256, normalize, write the document)",
+            time_step(RUNS, || {
+                visit::receive(
+                    receipt.clone(),
+                    body.clone(),
+                    visit::DEFAULT_MAX_DEPTH,
+                    true,
+                )
+            }),
+        ),
+        (
+            "build both messages from the ingress's document (properties, headers)",
+            time_step(RUNS, || message::prepare(&received, &topology)),
         ),
     ]
 }

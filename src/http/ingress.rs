@@ -205,7 +205,12 @@ async fn handle(
         received_at: Timestamp::now(),
         key_label: authorized.label.to_string(),
     };
-    let (envelope, inspection) = visit::receive(receipt, body, state.http.max_json_depth);
+    let (envelope, inspection) = visit::receive(
+        receipt,
+        body,
+        state.http.max_json_depth,
+        state.sink.keeps_documents(),
+    );
     span.record("product", &*inspection.product.slug());
     if let Some(visit_id) = &inspection.visit_id {
         span.record("visit_id", visit_id.as_str());

@@ -314,8 +314,7 @@ mod tests {
             received_at: "2026-11-26T10:00:00Z".parse().expect("timestamp"),
             key_label: "kobra".into(),
         };
-        let (accepted, _) =
-            crate::visit::receive(receipt, Bytes::from_static(fixture), 64);
+        let (accepted, _) = crate::visit::receive(receipt, Bytes::from_static(fixture), 64, true);
         assert!(accepted.document.is_some(), "the ingress made the document");
         let after_restart = Envelope {
             document: None,

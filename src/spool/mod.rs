@@ -317,6 +317,15 @@ impl Spool {
         Ok(())
     }
 
+    /// Whether an append made now is likely to be kept in the memory cache
+    /// (which a backlog fills): only then is a document made for it at the
+    /// ingress worth keeping, since an entry read back from disk gets its
+    /// document made again.
+    pub fn caches_appends(&self) -> bool {
+        let pending = self.shared.reserved.load(Ordering::Acquire);
+        self.lock().cached_bytes + pending < writer::CACHE_MAX_BYTES
+    }
+
     /// Whether an entry of `len` bytes would fit now. Checked before a body
     /// is read, so a full spool answers 503 without consuming the upload; a
     /// refusal marks the spool full (see [`SpoolStats::full`]).

@@ -20,7 +20,7 @@ const SEGMENT_TARGET_BYTES: u64 = 16 << 20;
 /// Recent appends kept in memory (records and the documents the ingress
 /// made), so the publisher rarely reads disk while it keeps up; a backlog
 /// beyond it is read back from the segments.
-const CACHE_MAX_BYTES: u64 = 8 << 20;
+pub(super) const CACHE_MAX_BYTES: u64 = 8 << 20;
 /// Upper bound of one group commit.
 const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 16 << 20;

@@ -174,12 +174,19 @@ pub struct Inspection {
 }
 
 /// The ingress's reading of a request body: the envelope to keep and what
-/// the request's log span and metrics say of it. A JSON object is
-/// normalized right away, and the envelope carries its document to the
-/// publisher, so a visit's body is parsed once; anything else (or an
-/// object that cannot be normalized) is classified by [`inspect`].
-pub fn receive(receipt: Receipt, body: Bytes, max_depth: usize) -> (Envelope, Inspection) {
-    let object = std::str::from_utf8(&body).is_ok_and(|text| text.trim_start().starts_with('{'))
+/// the request's log span and metrics say of it. With `make_document`, a
+/// JSON object is normalized right away and the envelope carries its
+/// document to the publisher, so a visit's body is parsed once; anything
+/// else (or an object that cannot be normalized, or no `make_document`) is
+/// classified by [`inspect`].
+pub fn receive(
+    receipt: Receipt,
+    body: Bytes,
+    max_depth: usize,
+    make_document: bool,
+) -> (Envelope, Inspection) {
+    let object = make_document
+        && std::str::from_utf8(&body).is_ok_and(|text| text.trim_start().starts_with('{'))
         && nesting_depth(&body, max_depth) <= max_depth.min(DEPTH_CEILING);
     let mut envelope = Envelope::with_kind(receipt, body, Kind::Visit);
     if object && let Ok(document) = Document::of(&envelope) {
@@ -296,16 +303,16 @@ mod tests {
             received_at: Timestamp::UNIX_EPOCH,
             key_label: "default".into(),
         };
-        let (visit, inspection) = receive(
-            receipt(),
-            Bytes::from_static(br#" {"productID": "2", "visitID": 77}"#),
-            DEFAULT_MAX_DEPTH,
-        );
+        let body = Bytes::from_static(br#" {"productID": "2", "visitID": 77}"#);
+        let (visit, inspection) = receive(receipt(), body.clone(), DEFAULT_MAX_DEPTH, true);
         assert_eq!(inspection.kind, Kind::Visit);
         assert_eq!(inspection.product, Product::AddressValidation);
         assert_eq!(inspection.visit_id.as_deref(), Some("77"));
         let document = visit.document.as_deref().expect("a document");
         assert_eq!(*document, Document::of(&visit).expect("normalizes"));
+        let (later, inspected) = receive(receipt(), body, DEFAULT_MAX_DEPTH, false);
+        assert_eq!(inspected, inspection, "without a document: inspected alike");
+        assert!(later.kind == Kind::Visit && later.document.is_none());
 
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20));
         for body in [
@@ -315,7 +322,7 @@ mod tests {
             b"\"text\"".to_vec(),
             deep.into_bytes(),
         ] {
-            let (envelope, inspection) = receive(receipt(), Bytes::from(body.clone()), 16);
+            let (envelope, inspection) = receive(receipt(), Bytes::from(body.clone()), 16, true);
             assert_eq!(inspection, inspect(&body, 16), "{body:?}");
             assert_eq!(envelope.kind, inspection.kind);
             assert!(matches!(envelope.kind, Kind::Rejected(_)), "{body:?}");
