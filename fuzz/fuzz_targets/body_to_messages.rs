@@ -1,7 +1,9 @@
 //! Everything the relay does with a body after reading it: classify, hash,
 //! normalize, build the AMQP messages. For any bytes: no panic, the raw
-//! message carries the body unchanged, and the normalized document is a
-//! JSON object of schema version 1.
+//! message carries the body unchanged, the normalized document is a JSON
+//! object of schema version 1, and the ingress's reading of the body (with
+//! its document) gives the same messages as an envelope read back from the
+//! spool.
 #![no_main]
 
 use bytes::Bytes;
@@ -9,7 +11,7 @@ use kobra_relay::config::QueueType;
 use kobra_relay::{
     metrics::ExchangeLabel,
     publisher::{message::prepare, topology::Topology},
-    visit::{Envelope, Kind, Receipt},
+    visit::{self, Envelope, Kind, Receipt},
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -19,9 +21,22 @@ fuzz_target!(|body: &[u8]| {
         received_at: jiff::Timestamp::UNIX_EPOCH,
         key_label: "fuzz".into(),
     };
-    let envelope = Envelope::new(receipt, Bytes::copy_from_slice(body));
+    let envelope = Envelope::new(receipt.clone(), Bytes::copy_from_slice(body));
     let topology = Topology::new("fuzz", QueueType::Quorum, true);
     let prepared = prepare(&envelope, &topology);
+    let (received, _) = visit::receive(
+        receipt,
+        Bytes::copy_from_slice(body),
+        visit::DEPTH_CEILING,
+        true,
+    );
+    assert_eq!(received.kind, envelope.kind);
+    let from_ingress = prepare(&received, &topology);
+    let read_back = prepare(&Envelope { document: None, ..received }, &topology);
+    for (a, b) in from_ingress.messages.iter().zip(&read_back.messages) {
+        assert_eq!((&a.exchange, &a.routing_key, &a.body), (&b.exchange, &b.routing_key, &b.body));
+        assert_eq!(a.properties.headers(), b.properties.headers());
+    }
     match envelope.kind {
         Kind::Visit => assert_eq!(prepared.messages.len(), 2),
         Kind::Rejected(_) => assert_eq!(prepared.messages.len(), 1),
