@@ -2,7 +2,10 @@
 //! corruption. For any bytes, as a record and as a payload under a valid
 //! header (so mutations get past the checksum): no panic, a decoded record
 //! lies within the input, and encoding it again gives exactly the bytes it
-//! was read from.
+//! was read from, except that a trace state the decoder could not read as
+//! W3C text (and dropped, keeping the visit) or read in another spelling
+//! comes back as read: the re-encoded record then decodes to the same
+//! envelope.
 #![no_main]
 
 use kobra_relay::spool::record;
@@ -13,7 +16,13 @@ fn check(bytes: &[u8]) {
         assert!(len <= bytes.len());
         let mut again = Vec::new();
         record::encode(seq, &envelope, &mut again);
-        assert_eq!(&again[..], &bytes[..len]);
+        if again[..] != bytes[..len] {
+            assert!(envelope.trace.is_some(), "only a trace state may change");
+            let (seq_again, envelope_again, len_again) =
+                record::decode(&again).expect("a re-encoded record decodes");
+            assert_eq!((seq_again, len_again), (seq, again.len()));
+            assert_eq!(envelope_again, envelope);
+        }
     }
 }
 

@@ -282,6 +282,29 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_trace_state_is_dropped_and_the_visit_kept() {
+        let env = traced(sample(b"{\"productID\":1}", Kind::Visit));
+        let mut buf = Vec::new();
+        encode(7, &env, &mut buf);
+        // Overwrite the stored state "kobra=v1,other=x" with bytes that are
+        // no W3C tracestate, and fix the checksum, as a damaged disk could.
+        let state_at = buf.len() - env.body.len() - "kobra=v1,other=x".len();
+        buf[state_at..state_at + 4].copy_from_slice(b"\x04\x05 =");
+        let crc = crc32fast::hash(&buf[HEADER_LEN..]);
+        buf[8..12].copy_from_slice(&crc.to_le_bytes());
+
+        let (seq, decoded, len) = decode(&buf).expect("the record still loads");
+        assert_eq!((seq, len, &decoded.body), (7, buf.len(), &env.body));
+        let trace = decoded.trace.as_ref().expect("the trace context is kept");
+        assert_eq!(trace.trace_id(), env.trace.as_ref().expect("trace").trace_id());
+        assert_eq!(trace.trace_state().header(), "");
+        // Written again, the record holds what was read: no state.
+        let mut again = Vec::new();
+        encode(seq, &decoded, &mut again);
+        assert_eq!(decode(&again).expect("decodes").1, decoded);
+    }
+
+    #[test]
     fn records_without_a_trace_stay_version_1_and_old_ones_still_load() {
         let env = sample(b"{}", Kind::Visit);
         let mut buf = Vec::new();
