@@ -32,9 +32,18 @@ fuzz_target!(|body: &[u8]| {
     );
     assert_eq!(received.kind, envelope.kind);
     let from_ingress = prepare(&received, &topology);
-    let read_back = prepare(&Envelope { document: None, ..received }, &topology);
+    let read_back = prepare(
+        &Envelope {
+            document: None,
+            ..received
+        },
+        &topology,
+    );
     for (a, b) in from_ingress.messages.iter().zip(&read_back.messages) {
-        assert_eq!((&a.exchange, &a.routing_key, &a.body), (&b.exchange, &b.routing_key, &b.body));
+        assert_eq!(
+            (&a.exchange, &a.routing_key, &a.body),
+            (&b.exchange, &b.routing_key, &b.body)
+        );
         assert_eq!(a.properties.headers(), b.properties.headers());
     }
     match envelope.kind {

@@ -296,7 +296,10 @@ mod tests {
         let (seq, decoded, len) = decode(&buf).expect("the record still loads");
         assert_eq!((seq, len, &decoded.body), (7, buf.len(), &env.body));
         let trace = decoded.trace.as_ref().expect("the trace context is kept");
-        assert_eq!(trace.trace_id(), env.trace.as_ref().expect("trace").trace_id());
+        assert_eq!(
+            trace.trace_id(),
+            env.trace.as_ref().expect("trace").trace_id()
+        );
         assert_eq!(trace.trace_state().header(), "");
         // Written again, the record holds what was read: no state.
         let mut again = Vec::new();
