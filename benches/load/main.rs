@@ -395,30 +395,10 @@ struct Relay {
 }
 
 impl Relay {
-    /// Starts the release binary; waits for readiness and, with
-    /// `wait_for_broker`, for the broker connection.
+    /// Starts the release binary with extra environment variables (`env`,
+    /// last, so they win); waits for readiness and, with `wait_for_broker`,
+    /// for the broker connection.
     async fn start(
-        topology_prefix: &str,
-        queue_type: QueueType,
-        durability: &str,
-        spool: &std::path::Path,
-        amqp_url: &str,
-        wait_for_broker: bool,
-    ) -> Self {
-        Self::start_with(
-            topology_prefix,
-            queue_type,
-            durability,
-            spool,
-            amqp_url,
-            wait_for_broker,
-            &[],
-        )
-        .await
-    }
-
-    /// [`Relay::start`] with extra environment variables (tracing runs).
-    async fn start_with(
         topology_prefix: &str,
         queue_type: QueueType,
         durability: &str,
@@ -974,7 +954,7 @@ async fn relay_run_with(
     let topology = relay_topology(&prefix, queue_type);
     let spool = tempfile::tempdir().expect("tempdir");
     let requests = requests(visits, size);
-    let relay = Relay::start_with(
+    let relay = Relay::start(
         &prefix,
         queue_type,
         durability,
@@ -1043,6 +1023,7 @@ async fn spool_replay(target: &Target, queue_type: QueueType, visits: usize) -> 
         spool.path(),
         unreachable,
         false,
+        &[],
     )
     .await;
     let load = load(offline.ingress, requests(visits, None), 32, None).await;
@@ -1056,6 +1037,7 @@ async fn spool_replay(target: &Target, queue_type: QueueType, visits: usize) -> 
         spool.path(),
         &target.relay_url(0),
         true,
+        &[],
     )
     .await;
     let (delivered_at, n, r) = wait_delivered(target, &topology, visits).await;

@@ -102,6 +102,7 @@ async fn scale_run(
             spool.path(),
             &target.relay_url(i),
             true,
+            &[],
         )
         .await;
         started_relays.push(relay);
