@@ -417,3 +417,55 @@ async fn a_spool_written_before_trace_contexts_is_recovered_and_extended() {
     assert_eq!(pending[0].envelope.receipt.key_label, "kobra");
     assert_eq!(pending[1].envelope.trace, Some(span));
 }
+
+/// An envelope carrying an ingress document of `json_len` bytes.
+fn with_document(body: &str, json_len: usize) -> Envelope {
+    let envelope = envelope(body);
+    let document = crate::visit::Document {
+        json: Bytes::from(vec![b' '; json_len]),
+        product: crate::visit::ProductInfo {
+            id: None,
+            slug: "unknown".into(),
+            name: None,
+        },
+        visit_id: None,
+        agent_id: None,
+        external_id: None,
+        tag: None,
+        warnings: Vec::new(),
+    };
+    Envelope {
+        document: Some(Arc::new(document)),
+        ..envelope
+    }
+}
+
+#[tokio::test]
+async fn the_cache_counts_the_documents_it_holds_and_gives_their_room_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, _) = Spool::open(dir.path(), 64 << 20).expect("open");
+    assert!(spool.caches_appends(), "an empty cache takes appends");
+    // One entry whose record and document fill the cache exactly.
+    let filling = |body: &str| {
+        let record_len = record::encoded_len(&envelope(body));
+        with_document(body, writer::CACHE_MAX_BYTES as usize - record_len)
+    };
+    let first = spool.append(filling("{\"n\":1}")).await.expect("append");
+    assert!(!spool.caches_appends(), "the document's bytes count");
+    let pending = spool.pending_after(None, 1).expect("pending");
+    assert!(
+        pending[0].envelope.document.is_some(),
+        "kept with the entry"
+    );
+
+    spool.remove(first);
+    assert!(spool.caches_appends());
+    // All of its room came back: the same weight fits again.
+    spool.append(filling("{\"n\":2}")).await.expect("append");
+    assert!(!spool.caches_appends());
+    let pending = spool.pending_after(None, 1).expect("pending");
+    assert!(
+        pending[0].envelope.document.is_some(),
+        "cached, not read back"
+    );
+}
