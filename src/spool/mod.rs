@@ -145,6 +145,10 @@ pub struct RecoveryReport {
     pub quarantined: Vec<PathBuf>,
 }
 
+/// The most bytes of consecutive records [`Spool::pending_after`] reads
+/// from disk at once.
+const READ_RUN_MAX_BYTES: u64 = 64 << 10;
+
 /// Where a pending entry's bytes are: the memory cache or a segment range.
 enum Located {
     Memory(Arc<Envelope>),
@@ -368,12 +372,37 @@ impl Spool {
                 .collect()
         };
         let mut out = Vec::with_capacity(wanted.len());
-        for (seq, located) in wanted {
-            let envelope = match located {
-                Located::Memory(env) => env,
-                Located::Disk(file, offset, len) => Arc::new(self.read_at(&file, offset, len)?),
+        let mut buf = Vec::new();
+        let mut wanted = wanted.into_iter().peekable();
+        while let Some((seq, located)) = wanted.next() {
+            let (file, offset, len) = match located {
+                Located::Memory(envelope) => {
+                    out.push(Pending { seq, envelope });
+                    continue;
+                }
+                Located::Disk(file, offset, len) => (file, offset, len),
             };
-            out.push(Pending { seq, envelope });
+            // Records written one after another (a backlog read back in
+            // order) come in with one read instead of one each.
+            let mut run = vec![(seq, len)];
+            let mut end = offset + len;
+            while let Some((next, Located::Disk(next_file, next_offset, next_len))) = wanted.peek()
+                && Arc::ptr_eq(next_file, &file)
+                && *next_offset == end
+                && end - offset + next_len <= READ_RUN_MAX_BYTES
+            {
+                run.push((*next, *next_len));
+                end += next_len;
+                wanted.next();
+            }
+            self.read_at(&file, offset, end - offset, &mut buf)?;
+            let mut records = buf.as_slice();
+            for (seq, len) in run {
+                let (record, rest) = records.split_at(usize::try_from(len).unwrap_or(usize::MAX));
+                records = rest;
+                let envelope = Arc::new(self.decode(record)?);
+                out.push(Pending { seq, envelope });
+            }
         }
         Ok(out)
     }
@@ -389,15 +418,25 @@ impl Spool {
             .find(|p| p.seq == seq))
     }
 
-    fn read_at(&self, file: &File, offset: u64, len: u64) -> Result<Envelope, SpoolError> {
-        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-        let path = self.shared.dir.clone();
-        file.read_exact_at(&mut buf, offset)
-            .map_err(SpoolError::io(&path))?;
-        record::decode(&buf)
+    /// Fills `buf` with the `len` bytes at `offset` of a segment.
+    fn read_at(
+        &self,
+        file: &File,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), SpoolError> {
+        buf.clear();
+        buf.resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
+        file.read_exact_at(buf, offset)
+            .map_err(SpoolError::io(&self.shared.dir))
+    }
+
+    fn decode(&self, record: &[u8]) -> Result<Envelope, SpoolError> {
+        record::decode(record)
             .map(|(_, env, _)| env)
             .map_err(|e| SpoolError::Io {
-                path,
+                path: self.shared.dir.clone(),
                 source: io::Error::new(io::ErrorKind::InvalidData, e),
             })
     }

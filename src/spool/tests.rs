@@ -333,6 +333,52 @@ async fn entries_beyond_the_memory_cache_are_read_back_from_disk() {
     assert_eq!(last.envelope.body, pending[39].envelope.body);
 }
 
+#[tokio::test]
+async fn a_backlog_read_back_from_disk_keeps_every_entry_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Bodies of different lengths, about 200 KiB in all: several reads of
+    // consecutive records, with gaps where entries were confirmed.
+    let body = |i: usize| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "y".repeat(700 + i % 13));
+    let kept: Vec<(u64, String)> = {
+        let (spool, _) = Spool::open(dir.path(), 64 << 20).expect("open");
+        for i in 0..300 {
+            spool.append(envelope(&body(i))).await.expect("append");
+        }
+        let pending = spool.pending_after(None, 300).expect("pending");
+        let confirmed: Vec<u64> = pending
+            .iter()
+            .map(|p| p.seq)
+            .filter(|seq| seq % 7 == 3 || (100..140).contains(seq))
+            .collect();
+        spool.remove_many(&confirmed);
+        pending
+            .iter()
+            .filter(|p| !confirmed.contains(&p.seq))
+            .map(|p| {
+                (
+                    p.seq,
+                    String::from_utf8(p.envelope.body.to_vec()).expect("utf-8"),
+                )
+            })
+            .collect()
+    };
+    assert!(kept.len() > 200);
+    let (spool, _) = Spool::open(dir.path(), 64 << 20).expect("reopen");
+    let read_back = |pending: Vec<Pending>| -> Vec<(u64, String)> {
+        let seqs: Vec<u64> = pending.iter().map(|p| p.seq).collect();
+        seqs.into_iter().zip(bodies(&pending)).collect()
+    };
+    assert_eq!(
+        read_back(spool.pending_after(None, 300).expect("pending")),
+        kept
+    );
+    let after = kept[50].0;
+    assert_eq!(
+        read_back(spool.pending_after(Some(after), 60).expect("pending")),
+        kept[51..111].to_vec()
+    );
+}
+
 #[test]
 fn the_oldest_age_is_zero_when_empty_or_when_the_clock_went_back() {
     let now: Timestamp = "2026-11-26T12:00:00Z".parse().expect("timestamp");
