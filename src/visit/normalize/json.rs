@@ -106,12 +106,12 @@ fn array<T>(
     Ok(())
 }
 
-/// Appends `"name":` after `separator` (`{` or `,`).
-fn member(out: &mut Vec<u8>, separator: u8, name: &'static str) {
-    out.push(separator);
-    out.push(b'"');
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
+/// Appends `"name":` after `separator` (`{` or `,`): one constant, whose
+/// copy the compiler writes inline.
+macro_rules! member {
+    ($out:expr, $separator:literal, $name:literal) => {
+        $out.extend_from_slice(concat!($separator, "\"", $name, "\":").as_bytes())
+    };
 }
 
 impl NormalizedVisit<'_> {
@@ -121,65 +121,65 @@ impl NormalizedVisit<'_> {
     /// # Errors
     /// Only what serde_json's own serialization of a value would return.
     pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        member(out, b'{', "schemaVersion");
+        member!(out, "{", "schemaVersion");
         value(out, &self.schema_version)?;
-        member(out, b',', "event");
+        member!(out, ",", "event");
         text(out, self.event)?;
-        member(out, b',', "messageId");
+        member!(out, ",", "messageId");
         text(out, &self.message_id)?;
-        member(out, b',', "receiptId");
+        member!(out, ",", "receiptId");
         text(out, &self.receipt_id)?;
-        member(out, b',', "receivedAt");
+        member!(out, ",", "receivedAt");
         text(out, &self.received_at)?;
-        member(out, b',', "product");
+        member!(out, ",", "product");
         value(out, &self.product)?;
-        member(out, b',', "visitId");
+        member!(out, ",", "visitId");
         optional_text(out, self.visit_id.as_deref())?;
-        member(out, b',', "externalId");
+        member!(out, ",", "externalId");
         optional_text(out, self.external_id.as_deref())?;
-        member(out, b',', "visitType");
+        member!(out, ",", "visitType");
         optional_text(out, self.visit_type.as_deref())?;
-        member(out, b',', "client");
+        member!(out, ",", "client");
         optional_text(out, self.client.as_deref())?;
-        member(out, b',', "comment");
+        member!(out, ",", "comment");
         optional_text(out, self.comment.as_deref())?;
-        member(out, b',', "tag");
+        member!(out, ",", "tag");
         optional_text(out, self.tag.as_deref())?;
-        member(out, b',', "cancellationReason");
+        member!(out, ",", "cancellationReason");
         optional_text(out, self.cancellation_reason.as_deref())?;
-        member(out, b',', "agent");
+        member!(out, ",", "agent");
         value(out, &self.agent)?;
-        member(out, b',', "location");
+        member!(out, ",", "location");
         value(out, &self.location)?;
-        member(out, b',', "interest");
+        member!(out, ",", "interest");
         value(out, &self.interest)?;
-        member(out, b',', "rebound");
+        member!(out, ",", "rebound");
         value(out, &self.rebound)?;
-        member(out, b',', "finished");
+        member!(out, ",", "finished");
         value(out, &self.finished)?;
-        member(out, b',', "cancelled");
+        member!(out, ",", "cancelled");
         value(out, &self.cancelled)?;
-        member(out, b',', "timeZone");
+        member!(out, ",", "timeZone");
         optional_text(out, self.time_zone.as_deref())?;
-        member(out, b',', "startedAt");
+        member!(out, ",", "startedAt");
         optional_text(out, self.started_at.as_deref())?;
-        member(out, b',', "endedAt");
+        member!(out, ",", "endedAt");
         optional_text(out, self.ended_at.as_deref())?;
-        member(out, b',', "startedAtLocal");
+        member!(out, ",", "startedAtLocal");
         optional_text(out, self.started_at_local.as_deref())?;
-        member(out, b',', "endedAtLocal");
+        member!(out, ",", "endedAtLocal");
         optional_text(out, self.ended_at_local.as_deref())?;
-        member(out, b',', "durationSeconds");
+        member!(out, ",", "durationSeconds");
         value(out, &self.duration_seconds)?;
-        member(out, b',', "checklist");
+        member!(out, ",", "checklist");
         array(out, &self.checklist, Question::write_json)?;
-        member(out, b',', "phones");
+        member!(out, ",", "phones");
         raw(out, self.phones);
-        member(out, b',', "emails");
+        member!(out, ",", "emails");
         raw(out, self.emails);
-        member(out, b',', "extra");
+        member!(out, ",", "extra");
         raw_object(out, &self.extra)?;
-        member(out, b',', "warnings");
+        member!(out, ",", "warnings");
         value(out, &self.warnings)?;
         out.push(b'}');
         Ok(())
@@ -188,13 +188,13 @@ impl NormalizedVisit<'_> {
 
 impl Question<'_> {
     fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        member(out, b'{', "questionId");
+        member!(out, "{", "questionId");
         id(out, &self.question_id)?;
-        member(out, b',', "question");
+        member!(out, ",", "question");
         optional_text(out, self.question.as_deref())?;
-        member(out, b',', "order");
+        member!(out, ",", "order");
         id(out, &self.order)?;
-        member(out, b',', "answers");
+        member!(out, ",", "answers");
         array(out, &self.answers, Answer::write_json)?;
         out.push(b'}');
         Ok(())
@@ -203,22 +203,22 @@ impl Question<'_> {
 
 impl Answer<'_> {
     fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        member(out, b'{', "answerId");
+        member!(out, "{", "answerId");
         id(out, &self.answer_id)?;
-        member(out, b',', "typeId");
+        member!(out, ",", "typeId");
         id(out, &self.type_id)?;
-        member(out, b',', "type");
+        member!(out, ",", "type");
         text(out, self.kind)?;
-        member(out, b',', "name");
+        member!(out, ",", "name");
         optional_text(out, self.name.as_deref())?;
-        member(out, b',', "order");
+        member!(out, ",", "order");
         id(out, &self.order)?;
-        member(out, b',', "value");
+        member!(out, ",", "value");
         match &self.value {
             serde_json::Value::String(s) => text(out, s)?,
             other => value(out, other)?,
         }
-        member(out, b',', "rawValue");
+        member!(out, ",", "rawValue");
         raw(out, self.raw_value);
         out.push(b'}');
         Ok(())
