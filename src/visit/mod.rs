@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use opentelemetry::trace::SpanContext;
 use uuid::Uuid;
 
-pub use depth::{DEFAULT_MAX_DEPTH, DEPTH_CEILING, nesting_depth};
+pub use depth::{DEFAULT_MAX_DEPTH, DEPTH_CEILING, nests_deeper_than};
 pub use document::Document;
 pub use normalize::{
     NormalizedVisit, ProductInfo, SCHEMA_VERSION, WARNING_FIELDS, Warning, normalize,
@@ -187,7 +187,7 @@ pub fn receive(
 ) -> (Envelope, Inspection) {
     let object = make_document
         && std::str::from_utf8(&body).is_ok_and(|text| text.trim_start().starts_with('{'))
-        && nesting_depth(&body, max_depth) <= max_depth.min(DEPTH_CEILING);
+        && !nests_deeper_than(&body, max_depth.min(DEPTH_CEILING));
     let mut envelope = Envelope::with_kind(receipt, body, Kind::Visit);
     if object && let Ok(document) = Document::of(&envelope) {
         let inspection = Inspection {
@@ -228,7 +228,7 @@ pub fn inspect(body: &[u8], max_depth: usize) -> Inspection {
     let Ok(text) = std::str::from_utf8(body) else {
         return rejected(RejectionReason::InvalidUtf8);
     };
-    if nesting_depth(body, max_depth) > max_depth.min(DEPTH_CEILING) {
+    if nests_deeper_than(body, max_depth.min(DEPTH_CEILING)) {
         return rejected(RejectionReason::InvalidJson);
     }
     let probe = match serde_json::from_str::<Probe>(text) {
@@ -266,7 +266,7 @@ pub fn rejection_detail(body: &[u8], max_depth: usize) -> String {
     let limit = max_depth.min(DEPTH_CEILING);
     match std::str::from_utf8(body) {
         Err(e) => format!("body is not valid UTF-8: {e}"),
-        Ok(_) if nesting_depth(body, limit) > limit => format!(
+        Ok(_) if nests_deeper_than(body, limit) => format!(
             "body nests objects or arrays deeper than {limit} levels (KOBRA_RELAY_MAX_JSON_DEPTH)"
         ),
         Ok(text) => match serde_json::from_str::<serde_json::Value>(text) {
