@@ -16,11 +16,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/rabbitmq.sh
 . scripts/lib/rabbitmq.sh
 
-if ! command -v valgrind >/dev/null 2>&1; then
-  log "valgrind is not installed; installing it with apt"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
-fi
+ensure_commands valgrind=valgrind
 ensure_rabbitmq
 builds=("$@")
 if [ ${#builds[@]} -eq 0 ]; then

@@ -14,11 +14,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib/rabbitmq.sh
 
 only="${1:-quorum-spool}"
-if ! command -v perf >/dev/null 2>&1; then
-  log "perf is not installed; installing linux-perf with apt"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
-fi
+ensure_commands perf=linux-perf
 ensure_rabbitmq
 log "building the release relay"
 cargo build --release --locked --bin kobra-relay

@@ -18,11 +18,7 @@ if [ "${1:-}" = "--visits" ]; then
   visits=$2
   shift 2
 fi
-if ! command -v perf >/dev/null 2>&1; then
-  log "perf is not installed; installing it with apt"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
-fi
+ensure_commands perf=linux-perf
 ensure_rabbitmq
 builds=("$@")
 if [ ${#builds[@]} -eq 0 ]; then
